@@ -1,0 +1,250 @@
+//! Use-cases, shared by every transport: check the caller's permission,
+//! validate, hand state changes to the writer, read from the store, and open
+//! subscriptions. Transports are thin adapters over [`App`].
+
+mod commands;
+mod liveness;
+mod subscription;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use commands::{Command, Outcome};
+pub use subscription::{End, Subscription};
+
+use crate::domain::{
+    Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, Channel, Event, NewTask, Permission,
+    ProgressReport, Task, TaskStatus,
+};
+use crate::hub::{CloseReason, Hub};
+use crate::storage::{ProgressEntry, Store};
+use writer::Writer;
+
+pub const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+
+/// Settings the use-cases need.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub outbox_capacity: usize,
+    pub write_batch: usize,
+    pub agent_timeout: Duration,
+    pub agent_sweep_interval: Duration,
+}
+
+#[derive(Clone)]
+pub struct App {
+    store: Store,
+    hub: Arc<Hub>,
+    writer: Writer,
+    settings: Arc<AppSettings>,
+}
+
+/// Background work started with the app; `stop` ends it after the writer has
+/// stored what was queued.
+pub struct Background {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub fn page_size(limit: u32) -> u64 {
+    match limit {
+        0 => DEFAULT_PAGE.into(),
+        n => n.min(MAX_PAGE).into(),
+    }
+}
+
+impl App {
+    pub fn start(store: Store, settings: AppSettings) -> (Self, Background) {
+        let hub = Hub::new();
+        let stop = CancellationToken::new();
+        let (writer, writer_task) =
+            Writer::start(store.clone(), hub.clone(), settings.write_batch, stop.clone());
+        let app = Self {
+            store,
+            hub,
+            writer,
+            settings: Arc::new(settings),
+        };
+        let sweeper = tokio::spawn(liveness::run(app.clone(), stop.clone()));
+        (
+            app,
+            Background {
+                stop,
+                tasks: vec![writer_task, sweeper],
+            },
+        )
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Ends every open subscription (streams and sockets close cleanly).
+    pub fn close_subscriptions(&self) {
+        self.hub.close_all(CloseReason::Shutdown);
+    }
+
+    async fn write(&self, actor: &Actor, cmd: Command) -> AppResult<Outcome> {
+        actor.require(Permission::Write)?;
+        self.writer.submit(actor, cmd).await
+    }
+
+    async fn write_task(&self, actor: &Actor, cmd: Command) -> AppResult<Task> {
+        match self.write(actor, cmd).await? {
+            Outcome::Task(t) => Ok(t),
+            Outcome::Agent(_) => Err(AppError::internal(anyhow::anyhow!(
+                "task command answered with an agent"
+            ))),
+        }
+    }
+
+    async fn write_agent(&self, actor: &Actor, cmd: Command) -> AppResult<Agent> {
+        match self.write(actor, cmd).await? {
+            Outcome::Agent(a) => Ok(a),
+            Outcome::Task(_) => Err(AppError::internal(anyhow::anyhow!(
+                "agent command answered with a task"
+            ))),
+        }
+    }
+
+    pub async fn create_task(&self, actor: &Actor, new: NewTask) -> AppResult<Task> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.write_task(actor, Command::CreateTask { id, new }).await
+    }
+
+    pub async fn start_task(&self, actor: &Actor, id: &str) -> AppResult<Task> {
+        self.write_task(actor, Command::StartTask { id: id.into() }).await
+    }
+
+    pub async fn report_progress(&self, actor: &Actor, id: &str, report: ProgressReport) -> AppResult<Task> {
+        self.write_task(
+            actor,
+            Command::ReportProgress {
+                id: id.into(),
+                report,
+            },
+        )
+        .await
+    }
+
+    pub async fn complete_task(&self, actor: &Actor, id: &str, result: String) -> AppResult<Task> {
+        self.write_task(
+            actor,
+            Command::CompleteTask {
+                id: id.into(),
+                result,
+            },
+        )
+        .await
+    }
+
+    pub async fn fail_task(&self, actor: &Actor, id: &str, error: String) -> AppResult<Task> {
+        self.write_task(actor, Command::FailTask { id: id.into(), error })
+            .await
+    }
+
+    pub async fn cancel_task(&self, actor: &Actor, id: &str, reason: String) -> AppResult<Task> {
+        self.write_task(
+            actor,
+            Command::CancelTask {
+                id: id.into(),
+                reason,
+            },
+        )
+        .await
+    }
+
+    pub async fn task(&self, actor: &Actor, id: &str) -> AppResult<Task> {
+        actor.require(Permission::Read)?;
+        self.store.task(&actor.tenant, id).await
+    }
+
+    pub async fn tasks(&self, actor: &Actor, status: Option<TaskStatus>, limit: u32) -> AppResult<Vec<Task>> {
+        actor.require(Permission::Read)?;
+        self.store.tasks(&actor.tenant, status, page_size(limit)).await
+    }
+
+    pub async fn task_progress(&self, actor: &Actor, id: &str) -> AppResult<Vec<ProgressEntry>> {
+        self.task(actor, id).await?;
+        self.store.progress_history(id).await
+    }
+
+    pub async fn register_agent(&self, actor: &Actor, reg: AgentRegistration) -> AppResult<Agent> {
+        self.write_agent(actor, Command::RegisterAgent(reg)).await
+    }
+
+    pub async fn heartbeat(&self, actor: &Actor, id: &str, status: AgentStatus) -> AppResult<Agent> {
+        self.write_agent(
+            actor,
+            Command::Heartbeat {
+                id: id.into(),
+                status,
+            },
+        )
+        .await
+    }
+
+    pub async fn agent(&self, actor: &Actor, id: &str) -> AppResult<Agent> {
+        actor.require(Permission::Read)?;
+        self.store.agent(&actor.tenant, id).await
+    }
+
+    pub async fn agents(&self, actor: &Actor) -> AppResult<Vec<Agent>> {
+        actor.require(Permission::Read)?;
+        self.store.agents(&actor.tenant).await
+    }
+
+    /// Stored events of one channel after `after`.
+    pub async fn events(
+        &self,
+        actor: &Actor,
+        channel: &Channel,
+        after: u64,
+        limit: u32,
+    ) -> AppResult<Vec<Event>> {
+        self.check_channel(actor, channel).await?;
+        self.store
+            .events(
+                &actor.tenant,
+                std::slice::from_ref(channel),
+                after,
+                page_size(limit),
+            )
+            .await
+    }
+
+    /// Refuses a channel the caller may not read: a task or agent that does
+    /// not exist in the caller's tenant is "not found".
+    pub async fn check_channel(&self, actor: &Actor, channel: &Channel) -> AppResult<()> {
+        actor.require(Permission::Read)?;
+        match channel {
+            Channel::Task(id) => self.store.task(&actor.tenant, id).await.map(drop),
+            Channel::Agent(id) => self.store.agent(&actor.tenant, id).await.map(drop),
+            Channel::TaskUpdates | Channel::AgentStatus => Ok(()),
+        }
+    }
+
+    /// An empty subscription for the caller; add channels to it.
+    pub fn subscription(&self, actor: &Actor) -> AppResult<Subscription> {
+        actor.require(Permission::Read)?;
+        let sub = self.hub.subscriber(self.settings.outbox_capacity);
+        Ok(Subscription::new(sub, self.store.clone(), actor))
+    }
+}

@@ -1,0 +1,152 @@
+//! A subscription to channels, shared by the gRPC streams and the WebSocket
+//! bridge: it registers with the hub first, then replays the stored log from
+//! the client's cursor, then continues with live deliveries, dropping any it
+//! already sent (`seq <= high-water mark` of that channel). That ordering is
+//! what makes resume lossless and duplicate-free.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::domain::{Actor, AppError, AppResult, Channel, Task};
+use crate::hub::{CloseReason, Delivery, Next, Subscriber};
+use crate::storage::Store;
+
+const REPLAY_PAGE: u64 = 500;
+
+struct Replay {
+    channels: Vec<Channel>,
+    after: u64,
+}
+
+/// Why a subscription ended.
+#[derive(Debug)]
+pub enum End {
+    Closed(CloseReason),
+    Failed(AppError),
+}
+
+pub struct Subscription {
+    sub: Subscriber,
+    store: Store,
+    tenant: String,
+    /// Subscribed channel name -> highest seq delivered on it.
+    high_water: HashMap<String, u64>,
+    replays: VecDeque<Replay>,
+}
+
+impl Subscription {
+    pub(super) fn new(sub: Subscriber, store: Store, actor: &Actor) -> Self {
+        Self {
+            sub,
+            store,
+            tenant: actor.tenant.clone(),
+            high_water: HashMap::new(),
+            replays: VecDeque::new(),
+        }
+    }
+
+    pub fn is_subscribed(&self, channel: &Channel) -> bool {
+        self.high_water.contains_key(&channel.to_string())
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.high_water.len()
+    }
+
+    /// Subscribes to `channels`; with `after`, replays every stored event of
+    /// theirs with a greater seq first, in seq order.
+    pub fn add(&mut self, channels: Vec<Channel>, after: Option<u64>) {
+        for ch in &channels {
+            self.sub.add(&self.tenant, ch);
+            self.high_water.insert(ch.to_string(), after.unwrap_or(0));
+        }
+        if let Some(after) = after {
+            self.replays.push_back(Replay { channels, after });
+        }
+    }
+
+    pub fn remove(&mut self, channel: &Channel) {
+        self.sub.remove(&self.tenant, channel);
+        self.high_water.remove(&channel.to_string());
+        for r in &mut self.replays {
+            r.channels.retain(|c| c != channel);
+        }
+        self.replays.retain(|r| !r.channels.is_empty());
+    }
+
+    /// Subscribes to a task's channel and returns its current state; later
+    /// deliveries start after that state.
+    pub async fn add_task_snapshot(&mut self, task_id: &str) -> AppResult<Task> {
+        let ch = Channel::Task(task_id.to_string());
+        self.add(vec![ch.clone()], None);
+        match self.store.task(&self.tenant, task_id).await {
+            Ok(task) => {
+                self.high_water.insert(ch.to_string(), task.last_seq);
+                Ok(task)
+            }
+            Err(e) => {
+                self.remove(&ch);
+                Err(e)
+            }
+        }
+    }
+
+    /// The next deliveries, in seq order per channel. Cancel-safe: nothing is
+    /// lost if the future is dropped.
+    pub async fn next_batch(&mut self) -> Result<Vec<Arc<Delivery>>, End> {
+        loop {
+            if let Some(replay) = self.replays.front() {
+                let events = self
+                    .store
+                    .events(&self.tenant, &replay.channels, replay.after, REPLAY_PAGE)
+                    .await
+                    .map_err(End::Failed)?;
+                let replay = self.replays.front_mut().expect("checked above");
+                let Some(last) = events.last() else {
+                    self.replays.pop_front();
+                    continue;
+                };
+                replay.after = last.seq;
+                let mut out = Vec::new();
+                for event in events {
+                    let event = Arc::new(event);
+                    for ch in event.channels() {
+                        if !replay.channels.contains(&ch) {
+                            continue;
+                        }
+                        let name = ch.to_string();
+                        if let Some(hw) = self.high_water.get_mut(&name)
+                            && event.seq > *hw
+                        {
+                            *hw = event.seq;
+                            out.push(Arc::new(Delivery::new(event.clone(), name.into())));
+                        }
+                    }
+                }
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+                continue;
+            }
+            match self.sub.outbox.next().await {
+                Next::Closed(reason) => return Err(End::Closed(reason)),
+                Next::Batch(batch) => {
+                    let out: Vec<_> = batch.into_iter().filter(|d| self.fresh(d)).collect();
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fresh(&mut self, d: &Delivery) -> bool {
+        match self.high_water.get_mut(&*d.channel) {
+            Some(hw) if d.event.seq > *hw => {
+                *hw = d.event.seq;
+                true
+            }
+            _ => false,
+        }
+    }
+}

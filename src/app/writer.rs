@@ -1,0 +1,136 @@
+//! The writer: one task per node that owns every state change. It takes the
+//! commands that are waiting (up to `max_batch`), applies them in one
+//! transaction (group commit), commits, then publishes the stored events to the
+//! hub in seq order and answers each caller. So an event is published only
+//! after it is stored, and every stored event is published.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::commands::{Command, Outcome, apply};
+use crate::domain::{Actor, AppError, AppResult};
+use crate::hub::Hub;
+use crate::storage::Store;
+
+struct Request {
+    actor: Actor,
+    command: Command,
+    reply: oneshot::Sender<AppResult<Outcome>>,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Writer {
+    /// Starts the writer task. It stops, after finishing what was queued, when
+    /// `stop` is cancelled.
+    pub fn start(
+        store: Store,
+        hub: Arc<Hub>,
+        max_batch: usize,
+        stop: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(max_batch * 4);
+        let handle = tokio::spawn(
+            run(rx, store, hub, max_batch.max(1), stop).instrument(tracing::info_span!("writer")),
+        );
+        (Self { tx }, handle)
+    }
+
+    pub async fn submit(&self, actor: &Actor, command: Command) -> AppResult<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        let req = Request {
+            actor: actor.clone(),
+            command,
+            reply,
+        };
+        let unavailable = || AppError::Unavailable("herald is shutting down".into());
+        self.tx.send(req).await.map_err(|_| unavailable())?;
+        rx.await.map_err(|_| unavailable())?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Request>,
+    store: Store,
+    hub: Arc<Hub>,
+    max_batch: usize,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            r = rx.recv() => r,
+            _ = stop.cancelled() => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        process(&store, &hub, batch).await;
+    }
+    tracing::info!("writer stopped");
+}
+
+async fn process(store: &Store, hub: &Hub, batch: Vec<Request>) {
+    let mut uow = match store.begin().await {
+        Ok(u) => u,
+        Err(e) => return fail_all(batch, e),
+    };
+    // For each request: its outcome and the index of its last event, if any.
+    let mut results = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for req in batch {
+        let before = uow.pending_events();
+        let result = apply(&mut uow, &req.actor, req.command).await;
+        let last_event = (uow.pending_events() > before).then(|| uow.pending_events() - 1);
+        results.push(result.map(|o| (o, last_event)));
+        replies.push(req.reply);
+    }
+    let committed = match uow.commit().await {
+        Ok(c) => c,
+        Err(e) => {
+            e.log_if_internal();
+            for reply in replies {
+                let _ = reply.send(Err(AppError::internal(anyhow::anyhow!(
+                    "the batch was not stored"
+                ))));
+            }
+            return;
+        }
+    };
+    let first_seq = committed.events.first().map(|e| e.seq);
+    for event in committed.events {
+        hub.publish(Arc::new(event));
+    }
+    for (result, reply) in results.into_iter().zip(replies) {
+        let answer = result.map(|(mut outcome, last_event)| {
+            if let (Some(i), Some(first)) = (last_event, first_seq) {
+                outcome.set_last_seq(first + i as u64);
+            }
+            outcome
+        });
+        let _ = reply.send(answer);
+    }
+}
+
+fn fail_all(batch: Vec<Request>, err: AppError) {
+    err.log_if_internal();
+    for req in batch {
+        let _ = req
+            .reply
+            .send(Err(AppError::internal(anyhow::anyhow!("storage unavailable"))));
+    }
+}

@@ -1,0 +1,186 @@
+//! JWT: verifying tokens into [`Actor`]s and minting them for `herald token`.
+//! HS256 with `HERALD_JWT_SECRET`, or RS256/ES256 with a public key file. With
+//! neither, Herald keeps a generated development secret in its data directory
+//! and refuses to listen on anything but loopback.
+
+pub mod grpc;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::domain::{Actor, AppError, Role};
+
+const DEV_SECRET_FILE: &str = "dev-secret";
+const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: i64,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Checks tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    key: std::sync::Arc<DecodingKey>,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    fn new(key: DecodingKey, alg: Algorithm) -> Self {
+        let mut validation = Validation::new(alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        Self {
+            key: std::sync::Arc::new(key),
+            validation,
+        }
+    }
+
+    /// A bad token is `Unauthenticated` with a reason; the token itself is never echoed.
+    pub fn verify(&self, token: &str) -> Result<Actor, AppError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            let why = match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::InvalidSignature => "the token's signature does not match",
+                ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim (sub and exp)",
+                ErrorKind::InvalidAlgorithm => "the token is signed with another algorithm",
+                _ => "the token is not a valid JWT",
+            };
+            AppError::Unauthenticated(why.into())
+        })?;
+        let c = data.claims;
+        if c.sub.is_empty() {
+            return Err(AppError::Unauthenticated("the token's sub claim is empty".into()));
+        }
+        let roles = c
+            .roles
+            .iter()
+            .map(|r| {
+                Role::parse(r).ok_or_else(|| {
+                    AppError::Unauthenticated(format!(
+                        "the token has unknown role '{r}'; roles are viewer, agent, approver, admin"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Actor {
+            subject: c.sub,
+            roles,
+            tenant: c.tenant.unwrap_or_default(),
+            expires_at: c.exp,
+        })
+    }
+
+    /// Takes the token from an `Authorization: Bearer` value.
+    pub fn verify_bearer(&self, header: Option<&str>) -> Result<Actor, AppError> {
+        let header = header.ok_or_else(|| AppError::Unauthenticated("missing bearer token".into()))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| AppError::Unauthenticated("authorization must be 'Bearer <jwt>'".into()))?;
+        self.verify(token.trim())
+    }
+}
+
+/// Signs tokens with the HS256 secret.
+pub struct Minter {
+    key: EncodingKey,
+}
+
+impl Minter {
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self {
+            key: EncodingKey::from_secret(secret),
+        }
+    }
+
+    pub fn mint(
+        &self,
+        sub: &str,
+        roles: &[Role],
+        tenant: Option<&str>,
+        ttl: Duration,
+    ) -> anyhow::Result<String> {
+        let claims = Claims {
+            sub: sub.into(),
+            exp: chrono::Utc::now().timestamp() + ttl.as_secs() as i64,
+            roles: roles.iter().map(|r| r.as_str().to_string()).collect(),
+            tenant: tenant.map(str::to_string),
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.key,
+        )?)
+    }
+}
+
+/// The HS256 secret: configured, or the development secret in the data
+/// directory (created on first use), which is only allowed on loopback.
+pub fn hs256_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = &config.auth.secret {
+        if s.len() < MIN_SECRET_LEN {
+            bail!("HERALD_JWT_SECRET must be at least {MIN_SECRET_LEN} bytes long");
+        }
+        return Ok(s.as_bytes().to_vec());
+    }
+    if !config.addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {} without HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY_FILE: \
+             the development secret is only for loopback",
+            config.addr
+        );
+    }
+    dev_secret(&config.data_dir)
+}
+
+fn dev_secret(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(DEV_SECRET_FILE);
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(s.trim().as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(path = %path.display(), "no HERALD_JWT_SECRET: generated a development secret");
+    Ok(secret.into_bytes())
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(contents.as_bytes())
+}
+
+/// The verifier the configuration asks for.
+pub fn verifier(config: &Config) -> anyhow::Result<Verifier> {
+    if let Some(file) = &config.auth.public_key_file {
+        let pem = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let alg = config.auth.algorithm.as_deref().unwrap_or("RS256");
+        let (key, alg) = match alg {
+            "RS256" => (DecodingKey::from_rsa_pem(&pem)?, Algorithm::RS256),
+            "ES256" => (DecodingKey::from_ec_pem(&pem)?, Algorithm::ES256),
+            other => bail!("HERALD_JWT_ALGORITHM={other} is not supported: use RS256 or ES256"),
+        };
+        return Ok(Verifier::new(key, alg));
+    }
+    Ok(Verifier::hs256(&hs256_secret(config)?))
+}

@@ -1,0 +1,149 @@
+//! Settings from the environment (`HERALD_*`), read and validated once at
+//! start. Every limit Herald enforces is here, with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::app::AppSettings;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HERALD_ADDR` (127.0.0.1:8080): gRPC, HTTP and WebSocket on one port.
+    pub addr: SocketAddr,
+    /// `HERALD_DATA_DIR` (./herald-data): the SQLite file and the development secret.
+    pub data_dir: PathBuf,
+    /// `HERALD_DATABASE_URL` (sqlite://{data_dir}/herald.db): or a postgres:// URL.
+    pub database_url: String,
+    /// `HERALD_DB_POOL_SIZE` (8).
+    pub db_pool_size: u32,
+    pub auth: AuthConfig,
+    pub app: AppSettings,
+    pub ws: WsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `HERALD_JWT_SECRET`: HS256 secret (at least 32 bytes).
+    pub secret: Option<String>,
+    /// `HERALD_JWT_PUBLIC_KEY_FILE`: PEM public key for RS256/ES256 tokens.
+    pub public_key_file: Option<PathBuf>,
+    /// `HERALD_JWT_ALGORITHM` (RS256 when a public key is given): RS256 or ES256.
+    pub algorithm: Option<String>,
+}
+
+/// Limits of the WebSocket bridge.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// `HERALD_WS_PING_INTERVAL` (30s): server pings; a peer silent for two
+    /// intervals is dropped.
+    pub ping_interval: Duration,
+    /// `HERALD_WS_MAX_FRAME` (65536 bytes): larger inbound frames get an error frame.
+    pub max_frame: usize,
+    /// `HERALD_WS_RATE_LIMIT` (100) messages per `HERALD_WS_RATE_WINDOW` (60s).
+    pub rate_limit: u32,
+    pub rate_window: Duration,
+    /// `HERALD_WS_MAX_CONNECTIONS` (10000) per node.
+    pub max_connections: usize,
+    /// `HERALD_WS_MAX_SUBSCRIPTIONS` (100) channels per connection.
+    pub max_subscriptions: usize,
+    /// `HERALD_WS_HEARTBEAT` (15s): the seed 004 route's heartbeat frame.
+    pub heartbeat_interval: Duration,
+    /// `HERALD_WS_IDLE_TIMEOUT` (60s): the seed 004 route closes after this long without an event.
+    pub idle_timeout: Duration,
+}
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn parse<T: std::str::FromStr>(var: Lookup, name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
+    }
+}
+
+fn duration(var: Lookup, name: &str, default: &str) -> anyhow::Result<Duration> {
+    let v = var(name).unwrap_or_else(|| default.to_string());
+    let d = humantime::parse_duration(v.trim())
+        .with_context(|| format!("{name}={v:?} is not a duration like 30s or 5m"))?;
+    if d.is_zero() {
+        bail!("{name} must be greater than zero");
+    }
+    Ok(d)
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(&|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Builds the configuration from any source of `HERALD_*` values.
+    pub fn from_lookup(var: Lookup) -> anyhow::Result<Self> {
+        let addr = parse(var, "HERALD_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?;
+        let data_dir = PathBuf::from(var("HERALD_DATA_DIR").unwrap_or_else(|| "herald-data".into()));
+        let database_url = var("HERALD_DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}/herald.db", data_dir.display()));
+        let config = Self {
+            addr,
+            database_url,
+            db_pool_size: parse(var, "HERALD_DB_POOL_SIZE", 8)?,
+            auth: AuthConfig {
+                secret: var("HERALD_JWT_SECRET"),
+                public_key_file: var("HERALD_JWT_PUBLIC_KEY_FILE").map(PathBuf::from),
+                algorithm: var("HERALD_JWT_ALGORITHM"),
+            },
+            app: AppSettings {
+                outbox_capacity: parse(var, "HERALD_OUTBOX_CAPACITY", 1024)?,
+                write_batch: parse(var, "HERALD_WRITE_BATCH", 256)?,
+                agent_timeout: duration(var, "HERALD_AGENT_TIMEOUT", "30s")?,
+                agent_sweep_interval: duration(var, "HERALD_AGENT_SWEEP_INTERVAL", "5s")?,
+            },
+            ws: WsConfig {
+                ping_interval: duration(var, "HERALD_WS_PING_INTERVAL", "30s")?,
+                max_frame: parse(var, "HERALD_WS_MAX_FRAME", 64 * 1024)?,
+                rate_limit: parse(var, "HERALD_WS_RATE_LIMIT", 100)?,
+                rate_window: duration(var, "HERALD_WS_RATE_WINDOW", "60s")?,
+                max_connections: parse(var, "HERALD_WS_MAX_CONNECTIONS", 10_000)?,
+                max_subscriptions: parse(var, "HERALD_WS_MAX_SUBSCRIPTIONS", 100)?,
+                heartbeat_interval: duration(var, "HERALD_WS_HEARTBEAT", "15s")?,
+                idle_timeout: duration(var, "HERALD_WS_IDLE_TIMEOUT", "60s")?,
+            },
+            data_dir,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.app.outbox_capacity == 0 || self.app.write_batch == 0 {
+            bail!("HERALD_OUTBOX_CAPACITY and HERALD_WRITE_BATCH must be at least 1");
+        }
+        if self.db_pool_size == 0 {
+            bail!("HERALD_DB_POOL_SIZE must be at least 1");
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
+            bail!("HERALD_DATABASE_URL must be a sqlite: or postgres:// URL");
+        }
+        Ok(())
+    }
+
+    /// Settings for tests and embedding: the defaults, a given database and
+    /// secret, port 0.
+    pub fn for_tests(database_url: String, data_dir: PathBuf, secret: &str) -> Self {
+        let mut c = Self::from_lookup(&|_| None).expect("defaults are valid");
+        c.addr.set_port(0);
+        c.database_url = database_url;
+        c.data_dir = data_dir;
+        c.db_pool_size = 4;
+        c.auth.secret = Some(secret.into());
+        c
+    }
+}

@@ -1,0 +1,61 @@
+//! `herald.v1.EventService` over [`App`].
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{convert, pump};
+use crate::app::App;
+use crate::auth::grpc::actor;
+use crate::domain::{AppError, Channel};
+use crate::proto::{self as pb, event_service_server::EventService};
+
+pub struct Events(pub Arc<App>);
+
+const MAX_CHANNELS: usize = 100;
+
+#[tonic::async_trait]
+impl EventService for Events {
+    type SubscribeStream = tokio_stream::wrappers::ReceiverStream<Result<pb::Event, Status>>;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        if r.channels.is_empty() {
+            return Err(AppError::invalid("name at least one channel").into());
+        }
+        if r.channels.len() > MAX_CHANNELS {
+            return Err(AppError::invalid(format!("at most {MAX_CHANNELS} channels per stream")).into());
+        }
+        let mut channels = Vec::with_capacity(r.channels.len());
+        for name in &r.channels {
+            let ch = Channel::parse(name)?;
+            self.0.check_channel(&actor, &ch).await?;
+            if !channels.contains(&ch) {
+                channels.push(ch);
+            }
+        }
+        let mut sub = self.0.subscription(&actor)?;
+        sub.add(channels, r.after_seq);
+        Ok(Response::new(pump(sub, Vec::new(), |d| {
+            (convert::event(&d.event, &d.channel), false)
+        })))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let ch = Channel::parse(&r.channel)?;
+        let events = self.0.events(&actor, &ch, r.after_seq, r.limit).await?;
+        let name = ch.to_string();
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.iter().map(|e| convert::event(e, &name)).collect(),
+        }))
+    }
+}

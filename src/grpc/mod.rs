@@ -1,0 +1,123 @@
+//! The gRPC transport: thin adapters from `herald.v1` services to [`App`], the
+//! protobuf conversions, and the one mapping from [`AppError`] to `Status`.
+
+mod agents;
+pub mod convert;
+mod events;
+mod tasks;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use tonic::service::Routes;
+
+use crate::app::{App, End, Subscription};
+use crate::auth::{Verifier, grpc::interceptor};
+use crate::domain::AppError;
+use crate::hub::{CloseReason, Delivery};
+use crate::proto;
+
+impl From<AppError> for Status {
+    fn from(e: AppError) -> Self {
+        e.log_if_internal();
+        let msg = e.public_message();
+        match e {
+            AppError::InvalidArgument(_) => Status::invalid_argument(msg),
+            AppError::NotFound(_) => Status::not_found(msg),
+            AppError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            AppError::Unauthenticated(_) => Status::unauthenticated(msg),
+            AppError::PermissionDenied(_) => Status::permission_denied(msg),
+            AppError::ResourceExhausted(_) => Status::resource_exhausted(msg),
+            AppError::Unavailable(_) => Status::unavailable(msg),
+            AppError::Internal(_) => Status::internal(msg),
+        }
+    }
+}
+
+/// Messages buffered per gRPC stream between the subscription and the client.
+const STREAM_BUFFER: usize = 64;
+
+/// Every gRPC service on one set of routes: the three Herald services behind
+/// the auth interceptor, plus health and reflection (no auth).
+pub async fn routes(app: App, verifier: Verifier) -> anyhow::Result<Routes> {
+    let auth = interceptor(verifier);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<proto::task_service_server::TaskServiceServer<tasks::Tasks>>()
+        .await;
+    health_reporter
+        .set_serving::<proto::agent_service_server::AgentServiceServer<agents::Agents>>()
+        .await;
+    health_reporter
+        .set_serving::<proto::event_service_server::EventServiceServer<events::Events>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let app = Arc::new(app);
+    Ok(Routes::new(health)
+        .add_service(reflection)
+        .add_service(proto::task_service_server::TaskServiceServer::with_interceptor(
+            tasks::Tasks(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(proto::agent_service_server::AgentServiceServer::with_interceptor(
+            agents::Agents(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(proto::event_service_server::EventServiceServer::with_interceptor(
+            events::Events(app),
+            auth,
+        )))
+}
+
+/// Streams a subscription into a bounded channel until the client goes away,
+/// the subscription closes, or `map` says the stream is done.
+///
+/// `map` turns one delivery into a message and tells whether it was the last.
+pub fn pump<T: Send + 'static>(
+    mut sub: Subscription,
+    first: Vec<T>,
+    map: impl Fn(&Delivery) -> (T, bool) + Send + 'static,
+) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>> {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        for item in first {
+            if tx.send(Ok(item)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let batch = tokio::select! {
+                _ = tx.closed() => return,
+                b = sub.next_batch() => b,
+            };
+            match batch {
+                Ok(batch) => {
+                    for d in batch {
+                        let (msg, last) = map(&d);
+                        if tx.send(Ok(msg)).await.is_err() || last {
+                            return;
+                        }
+                    }
+                }
+                Err(end) => {
+                    let status = match end {
+                        End::Closed(CloseReason::Shutdown) => {
+                            Status::unavailable("herald is shutting down; resume from the last seq")
+                        }
+                        End::Closed(CloseReason::Overflow) => Status::resource_exhausted(
+                            "this stream fell too far behind and was closed; resume from the last seq you received",
+                        ),
+                        End::Failed(e) => Status::from(e),
+                    };
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

@@ -1,0 +1,55 @@
+//! Plain HTTP: health and readiness, the JSON error body, and the 404 fallback.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::app::App;
+use crate::domain::AppError;
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.log_if_internal();
+        let status = match &self {
+            AppError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            AppError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            AppError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({ "error": { "code": self.code(), "message": self.public_message() } });
+        (status, Json(body)).into_response()
+    }
+}
+
+pub fn routes(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    match app.store().ping().await {
+        Ok(()) => Json(json!({ "status": "ready", "database": "ok" })).into_response(),
+        Err(e) => {
+            e.log_if_internal();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "database": "unreachable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn not_found() -> AppError {
+    AppError::not_found("no such route")
+}

@@ -1,0 +1,195 @@
+//! In-process fan-out: stored events go from the writer to every subscriber of
+//! their channels. Each event is wrapped once per channel in a shared
+//! [`Delivery`], which caches its encoded form, so N subscribers cost one
+//! encoding and N pointer copies. Publishing never waits on a subscriber; the
+//! slow-consumer policy lives in [`outbox`].
+
+pub mod outbox;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+
+pub use outbox::{CloseReason, Next, Outbox};
+
+use crate::domain::{Channel, Event};
+
+/// One event as delivered on one channel, shared by all its subscribers.
+pub struct Delivery {
+    pub event: Arc<Event>,
+    pub channel: Arc<str>,
+    encoded: OnceLock<Bytes>,
+}
+
+impl Delivery {
+    pub fn new(event: Arc<Event>, channel: Arc<str>) -> Self {
+        Self {
+            event,
+            channel,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The transport's encoding of this delivery, computed by the first
+    /// subscriber that needs it and shared with the rest.
+    pub fn encoded(&self, encode: impl FnOnce(&Delivery) -> Bytes) -> Bytes {
+        self.encoded.get_or_init(|| encode(self)).clone()
+    }
+
+    fn collapse_key(&self) -> Option<(Arc<str>, String)> {
+        self.event
+            .payload
+            .is_collapsible()
+            .then(|| (self.channel.clone(), self.event.payload.resource().to_string()))
+    }
+}
+
+type Key = (String, String);
+type Subscribers = HashMap<Key, Vec<(u64, Arc<Outbox>)>>;
+
+#[derive(Default)]
+pub struct Hub {
+    subscribers: RwLock<Subscribers>,
+    outboxes: RwLock<HashMap<u64, Arc<Outbox>>>,
+    next_id: AtomicU64,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    collapsed: AtomicU64,
+    overflowed: AtomicU64,
+}
+
+/// Counters for the status endpoint.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HubStats {
+    pub subscribers: usize,
+    pub subscriptions_per_channel: HashMap<String, usize>,
+    pub events_published: u64,
+    pub deliveries: u64,
+    pub progress_collapsed: u64,
+    pub slow_consumer_disconnects: u64,
+}
+
+impl Hub {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// A new subscriber with its own outbox; dropping it removes every one of
+    /// its subscriptions.
+    pub fn subscriber(self: &Arc<Self>, capacity: usize) -> Subscriber {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(capacity));
+        self.outboxes
+            .write()
+            .expect("hub lock")
+            .insert(id, outbox.clone());
+        Subscriber {
+            hub: self.clone(),
+            id,
+            outbox,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Hands a stored event to every subscriber of its channels.
+    pub fn publish(&self, event: Arc<Event>) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        let subs = self.subscribers.read().expect("hub lock");
+        for channel in event.channels() {
+            let name = channel.to_string();
+            let Some(list) = subs.get(&(event.tenant.clone(), name.clone())) else {
+                continue;
+            };
+            let delivery = Arc::new(Delivery::new(event.clone(), name.into()));
+            for (_, outbox) in list {
+                match outbox.push(delivery.clone()) {
+                    Ok(collapsed) => {
+                        self.delivered.fetch_add(1, Ordering::Relaxed);
+                        self.collapsed.fetch_add(collapsed, Ordering::Relaxed);
+                    }
+                    Err(CloseReason::Overflow) => {
+                        self.overflowed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(CloseReason::Shutdown) => {}
+                }
+            }
+        }
+    }
+
+    /// Closes every outbox: their streams and sockets end.
+    pub fn close_all(&self, reason: CloseReason) {
+        for outbox in self.outboxes.read().expect("hub lock").values() {
+            outbox.close(reason);
+        }
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let subs = self.subscribers.read().expect("hub lock");
+        let mut per_channel: HashMap<String, usize> = HashMap::new();
+        for ((tenant, channel), list) in subs.iter() {
+            let name = if tenant.is_empty() {
+                channel.clone()
+            } else {
+                format!("{tenant}/{channel}")
+            };
+            *per_channel.entry(name).or_default() += list.len();
+        }
+        HubStats {
+            subscribers: self.outboxes.read().expect("hub lock").len(),
+            subscriptions_per_channel: per_channel,
+            events_published: self.published.load(Ordering::Relaxed),
+            deliveries: self.delivered.load(Ordering::Relaxed),
+            progress_collapsed: self.collapsed.load(Ordering::Relaxed),
+            slow_consumer_disconnects: self.overflowed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A registration in the hub: one outbox and the channels feeding it.
+pub struct Subscriber {
+    hub: Arc<Hub>,
+    id: u64,
+    pub outbox: Arc<Outbox>,
+    keys: Vec<Key>,
+}
+
+impl Subscriber {
+    pub fn add(&mut self, tenant: &str, channel: &Channel) {
+        let key = (tenant.to_string(), channel.to_string());
+        if self.keys.contains(&key) {
+            return;
+        }
+        let mut subs = self.hub.subscribers.write().expect("hub lock");
+        subs.entry(key.clone())
+            .or_default()
+            .push((self.id, self.outbox.clone()));
+        self.keys.push(key);
+    }
+
+    pub fn remove(&mut self, tenant: &str, channel: &Channel) {
+        let key = (tenant.to_string(), channel.to_string());
+        self.keys.retain(|k| k != &key);
+        remove_key(&self.hub, &key, self.id);
+    }
+}
+
+fn remove_key(hub: &Hub, key: &Key, id: u64) {
+    let mut subs = hub.subscribers.write().expect("hub lock");
+    if let Some(list) = subs.get_mut(key) {
+        list.retain(|(i, _)| *i != id);
+        if list.is_empty() {
+            subs.remove(key);
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            remove_key(&self.hub, key, self.id);
+        }
+        self.hub.outboxes.write().expect("hub lock").remove(&self.id);
+    }
+}

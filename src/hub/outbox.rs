@@ -1,0 +1,143 @@
+//! A subscriber's bounded outbound queue and the slow-consumer policy.
+//!
+//! Publishers never wait on a subscriber: `push` takes a short lock and
+//! returns. When the queue is full:
+//! 1. progress reports of a running task collapse to the latest one: the older
+//!    report of the same task leaves the queue (the newest is always kept);
+//! 2. terminal events, agent updates and everything else are never dropped;
+//! 3. when collapsing frees no room, the outbox closes with
+//!    [`CloseReason::Overflow`]; the transport tells the client (WebSocket close
+//!    code 4008, gRPC `RESOURCE_EXHAUSTED`) and the client resumes from the last
+//!    seq it saw, losing nothing.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+use super::Delivery;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The subscriber could not keep up even after collapsing progress reports.
+    Overflow,
+    /// Herald is shutting down.
+    Shutdown,
+}
+
+struct State {
+    queue: VecDeque<Arc<Delivery>>,
+    closed: Option<CloseReason>,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    capacity: usize,
+    collapsed: AtomicU64,
+}
+
+/// What a consumer gets from [`Outbox::next`].
+pub enum Next {
+    Batch(Vec<Arc<Delivery>>),
+    Closed(CloseReason),
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                closed: None,
+            }),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+            collapsed: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a delivery. Returns how many queued progress reports it collapsed,
+    /// or `Err` when this push overflowed the outbox and closed it.
+    pub fn push(&self, d: Arc<Delivery>) -> Result<u64, CloseReason> {
+        let mut st = self.state.lock().expect("outbox lock");
+        if let Some(r) = st.closed {
+            return Err(r);
+        }
+        let mut collapsed = 0;
+        if st.queue.len() >= self.capacity {
+            collapsed = collapse(&mut st.queue, &d);
+            if st.queue.len() >= self.capacity {
+                st.closed = Some(CloseReason::Overflow);
+                st.queue.clear();
+                drop(st);
+                self.notify.notify_one();
+                return Err(CloseReason::Overflow);
+            }
+            self.collapsed.fetch_add(collapsed, Ordering::Relaxed);
+        }
+        st.queue.push_back(d);
+        drop(st);
+        self.notify.notify_one();
+        Ok(collapsed)
+    }
+
+    pub fn close(&self, reason: CloseReason) {
+        let mut st = self.state.lock().expect("outbox lock");
+        st.closed.get_or_insert(reason);
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Waits for queued deliveries and takes all of them (so the writer can
+    /// batch them into one flush). Cancel-safe.
+    pub async fn next(&self) -> Next {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut st = self.state.lock().expect("outbox lock");
+                if !st.queue.is_empty() {
+                    return Next::Batch(st.queue.drain(..).collect());
+                }
+                if let Some(r) = st.closed {
+                    return Next::Closed(r);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes what is queued without waiting.
+    pub fn drain(&self) -> Vec<Arc<Delivery>> {
+        self.state.lock().expect("outbox lock").queue.drain(..).collect()
+    }
+
+    pub fn collapsed(&self) -> u64 {
+        self.collapsed.load(Ordering::Relaxed)
+    }
+}
+
+/// Removes older progress reports that a newer queued (or incoming) report of
+/// the same task on the same channel supersedes. Returns how many it removed.
+fn collapse(queue: &mut VecDeque<Arc<Delivery>>, incoming: &Delivery) -> u64 {
+    let before = queue.len();
+    let mut newer: HashSet<(Arc<str>, String)> = HashSet::new();
+    if let Some(k) = incoming.collapse_key() {
+        newer.insert(k);
+    }
+    // Walk newest to oldest: any report with a newer one of its key goes.
+    let mut keep = VecDeque::with_capacity(queue.len());
+    while let Some(d) = queue.pop_back() {
+        match d.collapse_key() {
+            Some(k) if newer.contains(&k) => continue,
+            Some(k) => {
+                newer.insert(k);
+                keep.push_front(d);
+            }
+            None => keep.push_front(d),
+        }
+    }
+    *queue = keep;
+    (before - queue.len()) as u64
+}

@@ -1,0 +1,26 @@
+//! Herald carries the live state of AI-agent work between the programs that do
+//! it and the people who watch it.
+//!
+//! The crate, from the inside out:
+//! - [`domain`]: the task and agent state machines, events, channels, callers
+//!   and the one error type. No transport or storage code.
+//! - [`storage`]: sea-orm over SQLite or PostgreSQL; the event log and the
+//!   unit of work the writer commits.
+//! - [`hub`]: in-process fan-out of stored events to subscribers, with the
+//!   slow-consumer policy.
+//! - [`app`]: the use-cases every transport calls, the group-commit writer and
+//!   subscriptions (replay from a cursor, then live).
+//! - [`auth`]: JWT verification and minting.
+//! - [`grpc`], [`http`]: transport adapters over [`app`].
+//! - [`startup`], [`config`]: building and serving it all on one port.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod hub;
+pub mod proto;
+pub mod startup;
+pub mod storage;

@@ -1,0 +1,86 @@
+//! Builds Herald from its configuration and serves gRPC, HTTP and (later)
+//! WebSocket on one port with `axum::serve` — tonic's own server cannot hand a
+//! connection over to a WebSocket upgrade.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, Background};
+use crate::config::Config;
+use crate::storage::Store;
+use crate::{auth, grpc, http};
+
+pub struct Herald {
+    listener: TcpListener,
+    router: axum::Router,
+    app: App,
+    background: Background,
+    shutdown: CancellationToken,
+}
+
+impl Herald {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let verifier = auth::verifier(&config)?;
+        if config.database_url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        }
+        let store = Store::connect(&config.database_url, config.db_pool_size)
+            .await
+            .context("opening the database")?;
+        let (app, background) = App::start(store, config.app.clone());
+        let grpc = grpc::routes(app.clone(), verifier.clone())
+            .await?
+            .into_axum_router();
+        let router = grpc.merge(http::routes(app.clone())).fallback(http::not_found);
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        Ok(Self {
+            listener,
+            router,
+            app,
+            background,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Cancel it to shut down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then ends every stream,
+    /// lets requests in flight finish, and stores what the writer has queued.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            app,
+            background,
+            shutdown,
+        } = self;
+        tracing::info!(addr = %listener.local_addr()?, "herald listening");
+        let signal = {
+            let shutdown = shutdown.clone();
+            let app = app.clone();
+            async move {
+                shutdown.cancelled().await;
+                app.close_subscriptions();
+            }
+        };
+        axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .await?;
+        background.stop().await;
+        tracing::info!("herald stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! sea-orm entities, one module per table. Times are Unix milliseconds and
+//! JSON is stored as text so the same schema runs on SQLite and PostgreSQL.
+
+pub mod task {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tasks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub tenant: String,
+        pub title: String,
+        pub description: String,
+        pub agent_id: Option<String>,
+        pub status: String,
+        pub progress: i32,
+        pub step: String,
+        pub tool: String,
+        pub message: String,
+        pub error: String,
+        pub result: String,
+        pub created_by: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub completed_at: Option<i64>,
+        pub last_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod progress {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task_progress_log")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub task_id: String,
+        pub progress: i32,
+        pub status: String,
+        pub step: String,
+        pub tool: String,
+        pub message: String,
+        pub error: bool,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod agent {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "agents")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        pub agent_type: String,
+        pub capabilities: String,
+        pub status: String,
+        pub created_at: i64,
+        pub last_seen_at: i64,
+        pub last_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub tenant: String,
+        pub topic: String,
+        pub resource: String,
+        pub event_type: String,
+        pub actor: String,
+        pub created_at: i64,
+        pub data: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

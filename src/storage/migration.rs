@@ -1,0 +1,60 @@
+//! Schema migrations, applied at start-up. Plain SQL that SQLite and
+//! PostgreSQL both accept, so the two backends evolve together.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Core)]
+    }
+}
+
+#[derive(DeriveMigrationName)]
+struct M0001Core;
+
+const M0001: &[&str] = &[
+    // One row per counter. `event_seq` is the last sequence number given to an
+    // event; the writer bumps it inside its transaction, so its row lock orders
+    // commits and seq never has a hole, even with several Herald nodes.
+    "CREATE TABLE herald_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    "INSERT INTO herald_counters (name, value) VALUES ('event_seq', 0)",
+    "CREATE TABLE tasks (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, title TEXT NOT NULL,
+        description TEXT NOT NULL, agent_id TEXT, status TEXT NOT NULL,
+        progress INTEGER NOT NULL, step TEXT NOT NULL, tool TEXT NOT NULL,
+        message TEXT NOT NULL, error TEXT NOT NULL, result TEXT NOT NULL,
+        created_by TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+        completed_at BIGINT, last_seq BIGINT NOT NULL)",
+    "CREATE INDEX tasks_by_tenant ON tasks (tenant, created_at)",
+    "CREATE TABLE task_progress_log (
+        seq BIGINT PRIMARY KEY, task_id TEXT NOT NULL, progress INTEGER NOT NULL,
+        status TEXT NOT NULL, step TEXT NOT NULL, tool TEXT NOT NULL,
+        message TEXT NOT NULL, error BOOLEAN NOT NULL, created_at BIGINT NOT NULL)",
+    "CREATE INDEX task_progress_by_task ON task_progress_log (task_id, seq)",
+    "CREATE TABLE agents (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL,
+        agent_type TEXT NOT NULL, capabilities TEXT NOT NULL, status TEXT NOT NULL,
+        created_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+        PRIMARY KEY (tenant, id))",
+    "CREATE INDEX agents_by_liveness ON agents (status, last_seen_at)",
+    "CREATE TABLE events (
+        seq BIGINT PRIMARY KEY, tenant TEXT NOT NULL, topic TEXT NOT NULL,
+        resource TEXT NOT NULL, event_type TEXT NOT NULL, actor TEXT NOT NULL,
+        created_at BIGINT NOT NULL, data TEXT NOT NULL)",
+    "CREATE INDEX events_by_topic ON events (tenant, topic, seq)",
+    "CREATE INDEX events_by_resource ON events (tenant, resource, seq)",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Core {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in M0001 {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Durable state: sea-orm over SQLite (the embedded default, WAL mode) or
+//! PostgreSQL. `Store` answers reads on the pool; `UnitOfWork` is the one
+//! transaction in which the writer stores state changes and their events.
+
+mod convert;
+pub mod entities;
+mod migration;
+mod unit;
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub use convert::{millis, time};
+use entities::{agent, event, progress, task};
+pub use unit::{Committed, UnitOfWork};
+
+use crate::domain::channel::ChannelFilter;
+use crate::domain::{Agent, AppError, AppResult, Channel, Event, Task, TaskStatus};
+
+/// One entry of a task's progress history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressEntry {
+    pub seq: u64,
+    pub progress: u8,
+    pub status: TaskStatus,
+    pub step: String,
+    pub tool: String,
+    pub message: String,
+    pub error: bool,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+fn db_err(e: sea_orm::DbErr) -> AppError {
+    AppError::internal(e)
+}
+
+impl Store {
+    /// Connects and applies migrations. SQLite files are created when missing
+    /// and run in WAL mode with `synchronous = NORMAL` (durable across a crash
+    /// of Herald; the last commits may be lost if the machine loses power).
+    pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        let mut opts = ConnectOptions::new(url.to_string());
+        opts.max_connections(pool_size)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|o| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        if url.contains(":memory:") {
+            // Every pooled connection would otherwise get its own empty database.
+            opts.max_connections(1);
+        }
+        let db = Database::connect(opts).await?;
+        migration::Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub async fn ping(&self) -> AppResult<()> {
+        self.db.ping().await.map_err(db_err)
+    }
+
+    pub async fn begin(&self) -> AppResult<UnitOfWork> {
+        UnitOfWork::begin(&self.db).await
+    }
+
+    /// The last sequence number given to an event.
+    pub async fn last_seq(&self) -> AppResult<u64> {
+        let stmt = Statement::from_string(
+            self.backend(),
+            "SELECT value FROM herald_counters WHERE name = 'event_seq'",
+        );
+        let row = self.db.query_one_raw(stmt).await.map_err(db_err)?;
+        let value: i64 = match row {
+            Some(r) => r.try_get("", "value").map_err(db_err)?,
+            None => 0,
+        };
+        Ok(value as u64)
+    }
+
+    pub async fn task(&self, tenant: &str, id: &str) -> AppResult<Task> {
+        let row = task::Entity::find_by_id(id.to_string())
+            .filter(task::Column::Tenant.eq(tenant))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        // Another tenant's task is "not found": its existence is not leaked.
+        let row = row.ok_or_else(|| AppError::not_found(format!("task {id} not found")))?;
+        convert::task_from_row(row)
+    }
+
+    pub async fn tasks(&self, tenant: &str, status: Option<TaskStatus>, limit: u64) -> AppResult<Vec<Task>> {
+        let mut q = task::Entity::find().filter(task::Column::Tenant.eq(tenant));
+        if let Some(s) = status {
+            q = q.filter(task::Column::Status.eq(s.as_str()));
+        }
+        let rows = q
+            .order_by_desc(task::Column::CreatedAt)
+            .order_by_desc(task::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(convert::task_from_row).collect()
+    }
+
+    pub async fn progress_history(&self, task_id: &str) -> AppResult<Vec<ProgressEntry>> {
+        let rows = progress::Entity::find()
+            .filter(progress::Column::TaskId.eq(task_id))
+            .order_by_asc(progress::Column::Seq)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ProgressEntry {
+                seq: r.seq as u64,
+                progress: r.progress.clamp(0, 100) as u8,
+                status: TaskStatus::parse(&r.status).unwrap_or(TaskStatus::InProgress),
+                step: r.step,
+                tool: r.tool,
+                message: r.message,
+                error: r.error,
+                at: time(r.created_at),
+            })
+            .collect())
+    }
+
+    pub async fn agent(&self, tenant: &str, id: &str) -> AppResult<Agent> {
+        let row = agent::Entity::find_by_id((tenant.to_string(), id.to_string()))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| AppError::not_found(format!("agent {id} not found")))?;
+        convert::agent_from_row(row)
+    }
+
+    pub async fn agents(&self, tenant: &str) -> AppResult<Vec<Agent>> {
+        let rows = agent::Entity::find()
+            .filter(agent::Column::Tenant.eq(tenant))
+            .order_by_asc(agent::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(convert::agent_from_row).collect()
+    }
+
+    /// Agents of every tenant not seen since `cutoff` and not yet offline.
+    pub async fn stale_agents(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<Vec<(String, String)>> {
+        let rows = agent::Entity::find()
+            .filter(agent::Column::Status.ne("offline"))
+            .filter(agent::Column::LastSeenAt.lt(millis(cutoff)))
+            .limit(1000)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(|r| (r.tenant, r.id)).collect())
+    }
+
+    /// Stored events of any of `channels` in `tenant` with seq > `after`, oldest
+    /// first, at most `limit`.
+    pub async fn events(
+        &self,
+        tenant: &str,
+        channels: &[Channel],
+        after: u64,
+        limit: u64,
+    ) -> AppResult<Vec<Event>> {
+        let mut any = sea_orm::Condition::any();
+        for ch in channels {
+            any = match ch.filter() {
+                ChannelFilter::Topic(t) => any.add(event::Column::Topic.eq(t)),
+                ChannelFilter::Resource(r) => any.add(event::Column::Resource.eq(r)),
+            };
+        }
+        let rows = event::Entity::find()
+            .filter(event::Column::Tenant.eq(tenant))
+            .filter(event::Column::Seq.gt(after as i64))
+            .filter(any)
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(convert::event_from_row).collect()
+    }
+}
