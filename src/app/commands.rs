@@ -2,7 +2,7 @@
 //! of work, applies a domain rule, and puts back the new state and its event.
 //! A command that fails changes nothing.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::domain::{
     Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, EventPayload, NewEvent, NewTask,
@@ -74,7 +74,8 @@ fn emit(uow: &mut UnitOfWork, actor: &Actor, now: DateTime<Utc>, payload: EventP
 }
 
 pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResult<Outcome> {
-    let now = Utc::now();
+    // The store keeps milliseconds; answers must equal what a later read returns.
+    let now = Utc::now().trunc_subsecs(3);
     let tenant = actor.tenant.as_str();
     match cmd {
         Command::CreateTask { id, new } => {

@@ -12,8 +12,13 @@ impl MigratorTrait for Migrator {
     }
 }
 
-#[derive(DeriveMigrationName)]
 struct M0001Core;
+
+impl MigrationName for M0001Core {
+    fn name(&self) -> &str {
+        "m0001_core"
+    }
+}
 
 const M0001: &[&str] = &[
     // One row per counter. `event_seq` is the last sequence number given to an

@@ -1,0 +1,216 @@
+//! Spawns the real server on 127.0.0.1:0 and hands out typed gRPC clients,
+//! tokens and the WebSocket URL. SQLite files live in a temp dir; with
+//! `HERALD_TEST_POSTGRES_URL` set, the `postgres` variants get a fresh database.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use herald::auth::Minter;
+use herald::config::Config;
+use herald::domain::Role;
+use herald::proto::{
+    agent_service_client::AgentServiceClient, event_service_client::EventServiceClient,
+    task_service_client::TaskServiceClient,
+};
+use herald::startup::Herald;
+use sea_orm::ConnectionTrait;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// The PostgreSQL backend, or `None` after saying loudly (past the test
+    /// harness's capture) that the test was skipped.
+    pub fn postgres(test: &str) -> Option<Self> {
+        match std::env::var("HERALD_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(Self::Postgres(url)),
+            _ => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {test}: HERALD_TEST_POSTGRES_URL is not set"
+                );
+                None
+            }
+        }
+    }
+
+    /// A database URL of its own for one test.
+    async fn fresh_database(&self, dir: &std::path::Path) -> String {
+        match self {
+            Self::Sqlite => format!("sqlite://{}/herald.db", dir.display()),
+            Self::Postgres(base) => {
+                let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = sea_orm::Database::connect(base.as_str())
+                    .await
+                    .expect("connect to postgres");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                let (prefix, _) = base.rsplit_once('/').expect("postgres url has a database");
+                format!("{prefix}/{name}")
+            }
+        }
+    }
+}
+
+/// Generates a `sqlite` and a `postgres` test from one `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(b) = $crate::helpers::Backend::postgres(concat!(module_path!(), "::postgres")) {
+                    super::$name(b).await
+                }
+            }
+        }
+    )*};
+}
+
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub channel: Channel,
+    _dir: std::sync::Arc<tempfile::TempDir>,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+        let url = backend.fresh_database(dir.path()).await;
+        let mut config = Config::for_tests(url, PathBuf::from(dir.path()), SECRET);
+        tweak(&mut config);
+        Self::start(config, dir).await
+    }
+
+    async fn start(config: Config, dir: std::sync::Arc<tempfile::TempDir>) -> Self {
+        let herald = Herald::build(config.clone()).await.expect("herald builds");
+        let addr = herald.local_addr();
+        let shutdown = herald.shutdown_token();
+        let handle = tokio::spawn(herald.run());
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to herald");
+        Self {
+            addr,
+            config,
+            channel,
+            _dir: dir,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Stops gracefully and starts again on the same database and port 0.
+    pub async fn restart(self) -> Self {
+        let dir = self._dir.clone();
+        let mut config = self.config.clone();
+        self.stop().await;
+        config.addr.set_port(0);
+        Self::start(config, dir).await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("herald stops within 10 s")
+            .expect("server task")
+            .expect("server ran cleanly");
+    }
+
+    pub fn token(&self, sub: &str, roles: &[Role], tenant: Option<&str>) -> String {
+        Minter::hs256(SECRET.as_bytes())
+            .mint(sub, roles, tenant, Duration::from_secs(3600))
+            .expect("mint")
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("admin", &[Role::Admin], None)
+    }
+
+    fn bearer(token: &str) -> Bearer {
+        Bearer(format!("Bearer {token}").parse().expect("ascii token"))
+    }
+
+    pub fn tasks(&self, token: &str) -> TaskServiceClient<Authed> {
+        TaskServiceClient::with_interceptor(self.channel.clone(), Self::bearer(token))
+    }
+
+    pub fn agents(&self, token: &str) -> AgentServiceClient<Authed> {
+        AgentServiceClient::with_interceptor(self.channel.clone(), Self::bearer(token))
+    }
+
+    pub fn events(&self, token: &str) -> EventServiceClient<Authed> {
+        EventServiceClient::with_interceptor(self.channel.clone(), Self::bearer(token))
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+}
+
+/// The next item of a stream, failing the test after 5 s.
+pub async fn next<S, T>(stream: &mut S) -> T
+where
+    S: tokio_stream::Stream<Item = Result<T, tonic::Status>> + Unpin,
+{
+    use tokio_stream::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an item within 5 s")
+        .expect("the stream is open")
+        .expect("an item, not an error")
+}
+
+/// Asserts that nothing arrives on the stream for a short while.
+pub async fn assert_quiet<S, T: std::fmt::Debug>(stream: &mut S)
+where
+    S: tokio_stream::Stream<Item = Result<T, tonic::Status>> + Unpin,
+{
+    use tokio_stream::StreamExt;
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+        panic!("expected no item, got {item:?}");
+    }
+}
