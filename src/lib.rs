@@ -13,9 +13,11 @@
 //! - [`auth`]: JWT verification and minting.
 //! - [`grpc`], [`http`]: transport adapters over [`app`].
 //! - [`startup`], [`config`]: building and serving it all on one port.
+//! - [`cli`]: the command-line gRPC client behind `herald task …`.
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod grpc;

@@ -1,10 +1,12 @@
 //! The `herald` command: `herald` (or `herald serve`) runs the server;
-//! `herald token` prints a token signed with the configured secret.
+//! `herald token` prints a token signed with the configured secret; `herald
+//! task|agent|events` are a small gRPC client.
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use herald::auth::{Minter, hs256_secret};
+use herald::cli;
 use herald::config::Config;
 use herald::domain::Role;
 use herald::startup::Herald;
@@ -38,6 +40,20 @@ enum Cmd {
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
     },
+    /// Drive tasks over gRPC (HERALD_URL, HERALD_TOKEN).
+    #[command(subcommand)]
+    Task(cli::TaskCmd),
+    /// Register agents and send heartbeats over gRPC.
+    #[command(subcommand)]
+    Agent(cli::AgentCmd),
+    /// Stream events of channels (task_updates, agent_status, task:{id}, agent:{id}).
+    Events {
+        #[arg(required = true)]
+        channels: Vec<String>,
+        /// Resume after this seq.
+        #[arg(long)]
+        after: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -48,9 +64,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Config::from_env()?;
-    match Cli::parse().command.unwrap_or(Cmd::Serve) {
-        Cmd::Serve => serve(config).await,
+    let command = Cli::parse().command.unwrap_or(Cmd::Serve);
+    match command {
+        Cmd::Task(cmd) => cli::task(cmd).await,
+        Cmd::Agent(cmd) => cli::agent(cmd).await,
+        Cmd::Events { channels, after } => cli::events(channels, after).await,
+        Cmd::Serve => serve(Config::from_env()?).await,
         Cmd::Token {
             sub,
             roles,
@@ -65,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let minter = Minter::hs256(&hs256_secret(&config)?);
+            let minter = Minter::hs256(&hs256_secret(&Config::from_env()?)?);
             println!(
                 "{}",
                 minter.mint(&sub, &roles, tenant.as_deref(), Duration::from(ttl))?
