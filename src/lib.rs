@@ -11,7 +11,8 @@
 //! - [`app`]: the use-cases every transport calls, the group-commit writer and
 //!   subscriptions (replay from a cursor, then live).
 //! - [`auth`]: JWT verification and minting.
-//! - [`grpc`], [`http`]: transport adapters over [`app`].
+//! - [`grpc`], [`http`], [`ws`]: transport adapters over [`app`]; `ws` is the
+//!   JSON WebSocket bridge.
 //! - [`startup`], [`config`]: building and serving it all on one port.
 //! - [`cli`]: the command-line gRPC client behind `herald task …`.
 
@@ -26,3 +27,4 @@ pub mod hub;
 pub mod proto;
 pub mod startup;
 pub mod storage;
+pub mod ws;

@@ -1,8 +1,10 @@
-//! Builds Herald from its configuration and serves gRPC, HTTP and (later)
+//! Builds Herald from its configuration and serves gRPC, HTTP and
 //! WebSocket on one port with `axum::serve` — tonic's own server cannot hand a
 //! connection over to a WebSocket upgrade.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -11,15 +13,20 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, Background};
 use crate::config::Config;
 use crate::storage::Store;
+use crate::ws::{self, WsState};
 use crate::{auth, grpc, http};
 
 pub struct Herald {
     listener: TcpListener,
     router: axum::Router,
     app: App,
+    ws: Arc<WsState>,
     background: Background,
     shutdown: CancellationToken,
 }
+
+/// How long shutdown waits for WebSocket sessions to send their 1012 close.
+const WS_DRAIN: Duration = Duration::from_secs(2);
 
 impl Herald {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -35,7 +42,11 @@ impl Herald {
         let grpc = grpc::routes(app.clone(), verifier.clone())
             .await?
             .into_axum_router();
-        let router = grpc.merge(http::routes(app.clone())).fallback(http::not_found);
+        let ws = WsState::new(app.clone(), verifier.clone(), config.ws.clone());
+        let router = grpc
+            .merge(http::routes(app.clone(), verifier))
+            .merge(ws::routes(ws.clone()))
+            .fallback(http::not_found);
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
@@ -43,6 +54,7 @@ impl Herald {
             listener,
             router,
             app,
+            ws,
             background,
             shutdown: CancellationToken::new(),
         })
@@ -64,6 +76,7 @@ impl Herald {
             listener,
             router,
             app,
+            ws,
             background,
             shutdown,
         } = self;
@@ -76,9 +89,13 @@ impl Herald {
                 app.close_subscriptions();
             }
         };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .await?;
+        axum::serve(listener, router).with_graceful_shutdown(signal).await?;
+        // Upgraded sockets are not tracked by the server: give them a moment to
+        // tell their clients we are restarting.
+        let deadline = tokio::time::Instant::now() + WS_DRAIN;
+        while ws.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         background.stop().await;
         tracing::info!("herald stopped");
         Ok(())

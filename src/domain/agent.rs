@@ -44,6 +44,7 @@ pub struct Agent {
     pub id: String,
     pub tenant: String,
     pub name: String,
+    #[serde(rename = "type")]
     pub agent_type: String,
     pub capabilities: Vec<String>,
     pub status: AgentStatus,

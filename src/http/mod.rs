@@ -1,4 +1,7 @@
-//! Plain HTTP: health and readiness, the JSON error body, and the 404 fallback.
+//! HTTP: health and readiness, the JSON API ([`api`]), the one mapping from
+//! [`AppError`] to a JSON error response, and the 404 fallback.
+
+pub mod api;
 
 use axum::Json;
 use axum::Router;
@@ -29,11 +32,12 @@ impl IntoResponse for AppError {
     }
 }
 
-pub fn routes(app: App) -> Router {
-    Router::new()
+pub fn routes(app: App, verifier: crate::auth::Verifier) -> Router {
+    let health = Router::new()
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
-        .with_state(app)
+        .with_state(app.clone());
+    health.merge(api::routes(api::ApiState { app, verifier }))
 }
 
 async fn readyz(State(app): State<App>) -> Response {

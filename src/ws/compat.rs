@@ -1,0 +1,189 @@
+//! The seed reports' per-task sockets, kept working on Herald's event stream:
+//! - `/ws/tasks/{id}` (seeds 001/003): first `connection_established` with
+//!   `event_type`, `task_id`, `client_id`; then `{event_type, task_id, seq,
+//!   timestamp, data}` frames. `task_progress` becomes `progress_update`.
+//! - `/ws/agent-progress/{id}` (seed 004): flat `{step, tool, message,
+//!   percent, timestamp, error}` frames, `{"heartbeat": true}` every 15 s,
+//!   closed after `completed`/`failed`, and after 60 s without an event.
+//!
+//! Both start with the task's current state (seed 004's clients used to miss
+//! what happened before they connected) and accept `?after_seq=` to resume.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::{Instant, interval_at, sleep_until};
+
+use super::protocol::{close, timestamp};
+use super::{Sink, Slot, WsState, close_with};
+use crate::app::{End, Subscription};
+use crate::domain::{Channel, Event, EventPayload, Task, TaskStatus};
+use crate::hub::CloseReason;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Style {
+    TaskEvents,
+    AgentProgress,
+}
+
+pub async fn run(
+    socket: WebSocket,
+    state: Arc<WsState>,
+    mut sub: Subscription,
+    task: Task,
+    after: Option<u64>,
+    style: Style,
+    _slot: Slot,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let mut first = vec![opening(style, &task)];
+    let resuming = after.is_some_and(|a| a < task.last_seq);
+    if let (Some(a), true) = (after, resuming) {
+        sub.add(vec![Channel::Task(task.id.clone())], Some(a));
+    } else if task.status.is_terminal() || matches!(style, Style::AgentProgress) {
+        first.push(current_state(style, &task));
+    }
+    for frame in first {
+        if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+            return;
+        }
+    }
+    if task.status.is_terminal() && !resuming {
+        return finish(&mut sink).await;
+    }
+    let cfg = &state.config;
+    let mut heartbeat = interval_at(Instant::now() + cfg.heartbeat_interval, cfg.heartbeat_interval);
+    let mut idle_deadline = Instant::now() + cfg.idle_timeout;
+    loop {
+        tokio::select! {
+            batch = sub.next_batch() => match batch {
+                Ok(batch) => {
+                    idle_deadline = Instant::now() + cfg.idle_timeout;
+                    let mut done = false;
+                    for d in &batch {
+                        done |= d.event.payload.is_terminal();
+                        let frame = frame(style, &d.event);
+                        if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    state.count_sent(batch.len());
+                    if done {
+                        return finish(&mut sink).await;
+                    }
+                }
+                Err(End::Closed(CloseReason::Shutdown)) => return close_with(&mut sink, close::SERVICE_RESTART, "herald is restarting").await,
+                Err(End::Closed(CloseReason::Overflow)) => return close_with(&mut sink, close::SLOW_CONSUMER, "too slow").await,
+                Err(End::Failed(e)) => {
+                    e.log_if_internal();
+                    return close_with(&mut sink, 1011, "internal error").await;
+                }
+            },
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) if is_ping(&t) => {
+                    let reply = json!({ "event_type": "heartbeat", "task_id": task.id, "timestamp": now() });
+                    if sink.send(Message::Text(reply.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            _ = heartbeat.tick() => {
+                let beat = match style {
+                    Style::AgentProgress => json!({ "heartbeat": true, "timestamp": now() }),
+                    Style::TaskEvents => json!({ "event_type": "heartbeat", "task_id": task.id, "timestamp": now() }),
+                };
+                if sink.send(Message::Text(beat.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = sleep_until(idle_deadline), if matches!(style, Style::AgentProgress) => {
+                return close_with(&mut sink, close::IDLE_TIMEOUT, "no progress for the idle timeout").await;
+            }
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn is_ping(text: &str) -> bool {
+    let v: Value = serde_json::from_str(text).unwrap_or_default();
+    matches!(v.get("type").and_then(Value::as_str), Some("ping" | "heartbeat"))
+}
+
+fn opening(style: Style, task: &Task) -> Value {
+    match style {
+        Style::TaskEvents => json!({
+            "event_type": "connection_established",
+            "task_id": task.id,
+            "client_id": format!("client_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            "timestamp": now(),
+            "data": { "status": task.status, "progress": task.progress, "seq": task.last_seq },
+        }),
+        Style::AgentProgress => json!({ "connected": true, "task_id": task.id, "timestamp": now() }),
+    }
+}
+
+/// The task as it stands, in the route's own frame shape.
+fn current_state(style: Style, task: &Task) -> Value {
+    let (step, message, error) = match task.status {
+        TaskStatus::Completed => ("completed".to_string(), task.result.clone(), false),
+        TaskStatus::Failed => ("failed".to_string(), task.error.clone(), true),
+        TaskStatus::Cancelled => ("failed".to_string(), "cancelled".to_string(), true),
+        _ => (task.step.clone(), task.message.clone(), false),
+    };
+    match style {
+        Style::AgentProgress => json!({
+            "step": step, "tool": task.tool, "message": message, "percent": task.progress,
+            "timestamp": task.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "error": error,
+        }),
+        Style::TaskEvents => json!({
+            "event_type": "task_snapshot", "task_id": task.id, "seq": task.last_seq, "timestamp": now(), "data": task,
+        }),
+    }
+}
+
+fn frame(style: Style, e: &Event) -> Value {
+    match style {
+        Style::TaskEvents => {
+            let event_type = match &e.payload {
+                EventPayload::TaskProgress(p) if p.status == TaskStatus::Completed => "task_completed",
+                EventPayload::TaskProgress(_) => "progress_update",
+                other => other.type_name(),
+            };
+            json!({
+                "event_type": event_type,
+                "task_id": e.payload.resource().to_string().trim_start_matches("task:"),
+                "seq": e.seq,
+                "timestamp": timestamp(e),
+                "data": e.payload.data_json(),
+            })
+        }
+        Style::AgentProgress => {
+            let (step, tool, message, percent, error) = match &e.payload {
+                EventPayload::TaskProgress(p) => {
+                    let step = if p.status == TaskStatus::Completed { "completed".into() } else { p.step.clone() };
+                    (step, p.tool.clone(), p.message.clone(), p.progress, p.error)
+                }
+                EventPayload::TaskCompleted(f) => ("completed".into(), String::new(), f.detail.clone(), 100, false),
+                EventPayload::TaskFailed(f) => ("failed".into(), String::new(), f.detail.clone(), f.progress, true),
+                EventPayload::TaskCancelled(f) => {
+                    ("failed".into(), String::new(), format!("cancelled: {}", f.detail), f.progress, true)
+                }
+                EventPayload::TaskCreated(_) | EventPayload::AgentUpdate(_) => {
+                    (String::new(), String::new(), String::new(), 0, false)
+                }
+            };
+            json!({ "step": step, "tool": tool, "message": message, "percent": percent, "timestamp": timestamp(e), "error": error, "seq": e.seq })
+        }
+    }
+}
+
+async fn finish(sink: &mut Sink) {
+    close_with(sink, close::NORMAL, "task finished").await;
+}

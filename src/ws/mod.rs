@@ -1,0 +1,233 @@
+//! The WebSocket bridge: `GET /ws` speaks the JSON protocol of seed 000 over
+//! the same subscriptions as gRPC; `/ws/tasks/{id}` and
+//! `/ws/agent-progress/{id}` keep the seed 001/003 and seed 004 clients
+//! working. The handshake is authenticated before any socket is opened.
+
+mod compat;
+pub mod protocol;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::Verifier;
+use crate::config::WsConfig;
+use crate::domain::{Actor, AppError};
+
+/// A write that takes longer than this means the peer stopped reading.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub type Sink = futures_util::stream::SplitSink<axum::extract::ws::WebSocket, axum::extract::ws::Message>;
+
+/// Sends a close frame, giving up after [`WRITE_TIMEOUT`].
+pub async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) {
+    use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+    use futures_util::SinkExt;
+    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+}
+
+/// Shared by every WebSocket session of this node.
+pub struct WsState {
+    pub app: App,
+    pub verifier: Verifier,
+    pub config: WsConfig,
+    pub node_id: String,
+    connections: AtomicUsize,
+    events_sent: AtomicU64,
+}
+
+impl WsState {
+    pub fn new(app: App, verifier: Verifier, config: WsConfig) -> Arc<Self> {
+        Arc::new(Self {
+            app,
+            verifier,
+            config,
+            node_id: uuid::Uuid::new_v4().to_string(),
+            connections: AtomicUsize::new(0),
+            events_sent: AtomicU64::new(0),
+        })
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn count_sent(&self, n: usize) {
+        self.events_sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Live figures for `GET /api/v1/websocket/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let hub = self.app.hub().stats();
+        json!({
+            "node_id": self.node_id,
+            "connections": self.connections(),
+            "max_connections": self.config.max_connections,
+            "subscriptions_per_channel": hub.subscriptions_per_channel,
+            "events_published": hub.events_published,
+            "events_sent": self.events_sent.load(Ordering::Relaxed),
+            "slow_consumer": {
+                "progress_collapsed": hub.progress_collapsed,
+                "disconnects": hub.slow_consumer_disconnects,
+            },
+        })
+    }
+}
+
+/// Holds one of the node's connection slots while a session runs.
+pub struct Slot(Arc<WsState>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn take_slot(state: &Arc<WsState>) -> Result<Slot, Response> {
+    let n = state.connections.fetch_add(1, Ordering::Relaxed);
+    let slot = Slot(state.clone());
+    if n >= state.config.max_connections {
+        let body = json!({ "error": { "code": "resource_exhausted", "message": format!(
+            "this node has reached its limit of {} WebSocket connections; try another node or later",
+            state.config.max_connections) } });
+        return Err((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response());
+    }
+    Ok(slot)
+}
+
+#[derive(Deserialize)]
+pub struct Handshake {
+    token: Option<String>,
+    #[serde(alias = "cursor", alias = "last_seq")]
+    after_seq: Option<u64>,
+}
+
+/// The token from `?token=`, `Authorization: Bearer`, or a
+/// `Sec-WebSocket-Protocol` offer of `bearer, <jwt>` or `bearer.<jwt>`.
+fn handshake_token(q: &Handshake, headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = q.token.as_ref().filter(|t| !t.is_empty()) {
+        return Some(t.clone());
+    }
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Some(t) = auth.and_then(|a| a.strip_prefix("Bearer ")) {
+        return Some(t.trim().to_string());
+    }
+    let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok())?;
+    let parts: Vec<&str> = offered.split(',').map(str::trim).collect();
+    if let Some(t) = parts.iter().find_map(|p| p.strip_prefix("bearer.")) {
+        return Some(t.to_string());
+    }
+    let i = parts.iter().position(|p| *p == "bearer")?;
+    parts.get(i + 1).map(|t| t.to_string())
+}
+
+/// Refuses the upgrade with 403 and a JSON body, as seed 000 expects.
+fn authenticate(state: &WsState, q: &Handshake, headers: &HeaderMap) -> Result<Actor, Response> {
+    let refuse = |e: AppError| {
+        let body = json!({ "error": { "code": e.code(), "message": e.public_message() } });
+        (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+    };
+    let token = handshake_token(q, headers).ok_or_else(|| refuse(AppError::Unauthenticated("missing token".into())))?;
+    state.verifier.verify(&token).map_err(refuse)
+}
+
+fn upgrade(ws: WebSocketUpgrade, state: &WsState) -> WebSocketUpgrade {
+    // Frames over the limit get an error frame; far over it, the socket closes
+    // with 1009 before the frame is buffered.
+    ws.protocols(["bearer"]).max_message_size(state.config.max_frame.saturating_mul(4).max(1024))
+}
+
+pub fn routes(state: Arc<WsState>) -> Router {
+    Router::new()
+        .route("/ws", get(bridge))
+        .route("/ws/tasks/{task_id}", get(task_socket))
+        .route("/ws/agent-progress/{task_id}", get(agent_progress_socket))
+        .route("/api/v1/websocket/status", get(status))
+        .with_state(state)
+}
+
+async fn bridge(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<WsState>>,
+    Query(q): Query<Handshake>,
+    headers: HeaderMap,
+) -> Response {
+    let actor = match authenticate(&state, &q, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let slot = match take_slot(&state) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    upgrade(ws, &state).on_upgrade(move |socket| session::run(socket, state, actor, slot))
+}
+
+async fn task_socket(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<WsState>>,
+    Path(task_id): Path<String>,
+    Query(q): Query<Handshake>,
+    headers: HeaderMap,
+) -> Response {
+    compat_upgrade(ws, state, task_id, q, headers, compat::Style::TaskEvents).await
+}
+
+async fn agent_progress_socket(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<WsState>>,
+    Path(task_id): Path<String>,
+    Query(q): Query<Handshake>,
+    headers: HeaderMap,
+) -> Response {
+    compat_upgrade(ws, state, task_id, q, headers, compat::Style::AgentProgress).await
+}
+
+async fn compat_upgrade(
+    ws: WebSocketUpgrade,
+    state: Arc<WsState>,
+    task_id: String,
+    q: Handshake,
+    headers: HeaderMap,
+    style: compat::Style,
+) -> Response {
+    let actor = match authenticate(&state, &q, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    // An unknown task is refused before the upgrade, like a bad token.
+    let opened = match state.app.subscription(&actor) {
+        Ok(mut sub) => sub.add_task_snapshot(&task_id).await.map(|task| (sub, task)),
+        Err(e) => Err(e),
+    };
+    let (sub, task) = match opened {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let slot = match take_slot(&state) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let after = q.after_seq;
+    upgrade(ws, &state)
+        .on_upgrade(move |socket| compat::run(socket, state, sub, task, after, style, slot))
+}
+
+async fn status(State(state): State<Arc<WsState>>, headers: HeaderMap) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.verifier.verify_bearer(auth) {
+        Ok(_) => axum::Json(state.status()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,119 @@
+//! The JSON protocol of `GET /ws`: client frames in, server frames out. Event
+//! frames are a faithful translation of the gRPC `Event`:
+//! `{"type", "seq", "channel", "timestamp", "actor", "data"}`.
+
+use bytes::Bytes;
+use chrono::SecondsFormat;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::domain::{AppError, Event, Task};
+use crate::hub::Delivery;
+
+/// Close codes the bridge uses (also in README.md).
+pub mod close {
+    /// Normal closure: the seed 004 route after `completed` / `failed`.
+    pub const NORMAL: u16 = 1000;
+    /// Herald is restarting: reconnect and resume from the last seq.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// The seed 004 route saw no event for its idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4000;
+    /// The token expired and was not refreshed.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The peer did not answer pings.
+    pub const PING_TIMEOUT: u16 = 4002;
+    /// Too slow: the outbound queue overflowed; resume from the last seq.
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Subscribe {
+        channel: Option<String>,
+        #[serde(default, alias = "cursor", alias = "last_seq")]
+        after_seq: Option<u64>,
+    },
+    Unsubscribe {
+        channel: Option<String>,
+    },
+    Ping,
+    RefreshToken {
+        token: Option<String>,
+    },
+}
+
+/// The types a client may send, for the error message about an unknown one.
+pub const CLIENT_TYPES: &str = "subscribe, unsubscribe, ping, refresh_token";
+
+impl ClientFrame {
+    /// Parses a text frame, telling invalid JSON, an unknown type and a
+    /// malformed known type apart.
+    pub fn parse(text: &str) -> Result<Self, AppError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| AppError::invalid(format!("invalid JSON: {e}")))?;
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AppError::invalid("every message needs a string field 'type'"))?
+            .to_string();
+        serde_json::from_value(value).map_err(|e| {
+            if e.to_string().contains("unknown variant") {
+                AppError::invalid(format!("unknown message type '{kind}'; expected one of {CLIENT_TYPES}"))
+            } else {
+                AppError::invalid(format!("malformed '{kind}' message: {e}"))
+            }
+        })
+    }
+}
+
+pub fn required(field: &str, v: Option<String>) -> Result<String, AppError> {
+    v.filter(|s| !s.is_empty()).ok_or_else(|| AppError::invalid(format!("missing field '{field}'")))
+}
+
+/// The one mapping from an error to a JSON frame.
+pub fn error_frame(e: &AppError) -> String {
+    e.log_if_internal();
+    json!({ "type": "error", "code": e.code(), "message": e.public_message() }).to_string()
+}
+
+pub fn timestamp(e: &Event) -> String {
+    e.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// An event as JSON, the same on the socket and in HTTP listings.
+pub fn event_value(e: &Event, channel: &str) -> Value {
+    json!({
+        "type": e.payload.type_name(),
+        "seq": e.seq,
+        "channel": channel,
+        "timestamp": timestamp(e),
+        "actor": e.actor,
+        "data": e.payload.data_json(),
+    })
+}
+
+/// The event frame of a delivery, encoded once and shared by all subscribers.
+pub fn event_frame(d: &Delivery) -> Bytes {
+    d.encoded(|d| Bytes::from(event_value(&d.event, &d.channel).to_string()))
+}
+
+/// Sent after `subscribed` when a client joins a task's channel without a
+/// cursor: the task as stored; events with a greater seq follow.
+pub fn snapshot_frame(channel: &str, task: &Task) -> String {
+    json!({ "type": "task_snapshot", "seq": task.last_seq, "channel": channel, "data": task }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_tells_errors_apart() {
+        assert!(ClientFrame::parse("invalid json {{{").unwrap_err().to_string().contains("invalid JSON"));
+        let unknown = ClientFrame::parse(r#"{"type":"unknown_type","data":{}}"#).unwrap_err();
+        assert!(unknown.to_string().contains("unknown message type 'unknown_type'"));
+        let ok = ClientFrame::parse(r#"{"type":"subscribe","channel":"task_updates","after_seq":7}"#).unwrap();
+        assert!(matches!(ok, ClientFrame::Subscribe { after_seq: Some(7), .. }));
+    }
+}
