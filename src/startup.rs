@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -89,7 +90,16 @@ impl Herald {
                 app.close_subscriptions();
             }
         };
-        axum::serve(listener, router).with_graceful_shutdown(signal).await?;
+        // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms
+        // to small request/response exchanges.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, router)
+            .with_graceful_shutdown(signal)
+            .await?;
         // Upgraded sockets are not tracked by the server: give them a moment to
         // tell their clients we are restarting.
         let deadline = tokio::time::Instant::now() + WS_DRAIN;

@@ -29,7 +29,10 @@ pub struct Caller(pub Actor);
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = AppError;
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, AppError> {
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         state.verifier.verify_bearer(header).map(Caller)
     }
 }
@@ -59,7 +62,10 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/tasks/export/{format}", get(export_tasks))
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/tasks/{id}/start", post(start_task))
-        .route("/api/v1/tasks/{id}/progress", put(report_progress).get(progress_history))
+        .route(
+            "/api/v1/tasks/{id}/progress",
+            put(report_progress).get(progress_history),
+        )
         .route("/api/v1/tasks/{id}/complete", post(complete_task))
         .route("/api/v1/tasks/{id}/fail", post(fail_task))
         .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
@@ -83,8 +89,19 @@ struct CreateTask {
 }
 
 async fn create_task(State(s): State<ApiState>, Caller(a): Caller, Body(b): Body<CreateTask>) -> ApiResult {
-    let title = b.title.ok_or_else(|| AppError::invalid("missing field 'title'"))?;
-    ok(s.app.create_task(&a, NewTask { title, description: b.description, agent_id: b.agent_id }).await?)
+    let title = b
+        .title
+        .ok_or_else(|| AppError::invalid("missing field 'title'"))?;
+    ok(s.app
+        .create_task(
+            &a,
+            NewTask {
+                title,
+                description: b.description,
+                agent_id: b.agent_id,
+            },
+        )
+        .await?)
 }
 
 #[derive(Deserialize)]
@@ -99,7 +116,11 @@ fn parse_status(s: Option<String>) -> Result<Option<TaskStatus>, AppError> {
         .transpose()
 }
 
-async fn list_tasks(State(s): State<ApiState>, Caller(a): Caller, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+async fn list_tasks(
+    State(s): State<ApiState>,
+    Caller(a): Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
     let Query(q) = q?;
     ok(json!({ "tasks": s.app.tasks(&a, parse_status(q.status)?, q.limit).await? }))
 }
@@ -131,8 +152,16 @@ async fn report_progress(
     Path(id): Path<String>,
     Body(b): Body<Progress>,
 ) -> ApiResult {
-    let progress = b.progress.ok_or_else(|| AppError::invalid("missing field 'progress'"))?;
-    let report = ProgressReport { progress, step: b.step, tool: b.tool, message: b.message, error: b.error };
+    let progress = b
+        .progress
+        .ok_or_else(|| AppError::invalid("missing field 'progress'"))?;
+    let report = ProgressReport {
+        progress,
+        step: b.step,
+        tool: b.tool,
+        message: b.message,
+        error: b.error,
+    };
     ok(s.app.report_progress(&a, &id, report).await?)
 }
 
@@ -157,7 +186,9 @@ async fn complete_task(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    ok(s.app.complete_task(&a, &id, detail(&body)?.result.unwrap_or_default()).await?)
+    ok(s.app
+        .complete_task(&a, &id, detail(&body)?.result.unwrap_or_default())
+        .await?)
 }
 
 async fn fail_task(
@@ -166,7 +197,9 @@ async fn fail_task(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    ok(s.app.fail_task(&a, &id, detail(&body)?.error.unwrap_or_default()).await?)
+    ok(s.app
+        .fail_task(&a, &id, detail(&body)?.error.unwrap_or_default())
+        .await?)
 }
 
 async fn cancel_task(
@@ -175,7 +208,9 @@ async fn cancel_task(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    ok(s.app.cancel_task(&a, &id, detail(&body)?.reason.unwrap_or_default()).await?)
+    ok(s.app
+        .cancel_task(&a, &id, detail(&body)?.reason.unwrap_or_default())
+        .await?)
 }
 
 #[derive(Deserialize)]
@@ -200,7 +235,13 @@ async fn task_events(
 }
 
 async fn progress_history(State(s): State<ApiState>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult {
-    let entries: Vec<Value> = s.app.task_progress(&a, &id).await?.iter().map(progress_json).collect();
+    let entries: Vec<Value> = s
+        .app
+        .task_progress(&a, &id)
+        .await?
+        .iter()
+        .map(progress_json)
+        .collect();
     ok(json!({ "task_id": id, "progress": entries }))
 }
 
@@ -218,12 +259,18 @@ fn format(f: &str) -> Result<Format, AppError> {
     match f {
         "json" => Ok(Format::Json),
         "csv" => Ok(Format::Csv),
-        other => Err(AppError::invalid(format!("unknown export format '{other}': use json or csv"))),
+        other => Err(AppError::invalid(format!(
+            "unknown export format '{other}': use json or csv"
+        ))),
     }
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 fn csv_response(name: &str, header: &str, rows: impl Iterator<Item = Vec<String>>) -> Response {
@@ -234,9 +281,15 @@ fn csv_response(name: &str, header: &str, rows: impl Iterator<Item = Vec<String>
         out.push('\n');
     }
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, "text/csv; charset=utf-8".parse().expect("static"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        "text/csv; charset=utf-8".parse().expect("static"),
+    );
     let disposition = format!("attachment; filename=\"{name}.csv\"");
-    headers.insert(header::CONTENT_DISPOSITION, disposition.parse().expect("ascii name"));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        disposition.parse().expect("ascii name"),
+    );
     (headers, out).into_response()
 }
 
@@ -267,12 +320,18 @@ async fn export_tasks(State(s): State<ApiState>, Caller(a): Caller, Path(f): Pat
 }
 
 /// One task with its progress history.
-async fn export_task(State(s): State<ApiState>, Caller(a): Caller, Path((id, f)): Path<(String, String)>) -> ApiResult {
+async fn export_task(
+    State(s): State<ApiState>,
+    Caller(a): Caller,
+    Path((id, f)): Path<(String, String)>,
+) -> ApiResult {
     let fmt = format(&f)?;
     let task = s.app.task(&a, &id).await?;
     let history = s.app.task_progress(&a, &id).await?;
     match fmt {
-        Format::Json => ok(json!({ "task": task, "progress": history.iter().map(progress_json).collect::<Vec<_>>() })),
+        Format::Json => {
+            ok(json!({ "task": task, "progress": history.iter().map(progress_json).collect::<Vec<_>>() }))
+        }
         Format::Csv => Ok(csv_response(
             &format!("task-{id}"),
             "seq,at,status,progress,step,tool,message,error",
@@ -303,9 +362,20 @@ struct RegisterAgent {
     capabilities: Vec<String>,
 }
 
-async fn register_agent(State(s): State<ApiState>, Caller(a): Caller, Body(b): Body<RegisterAgent>) -> ApiResult {
-    let id = b.agent_id.ok_or_else(|| AppError::invalid("missing field 'agent_id'"))?;
-    let reg = AgentRegistration { id, name: b.name, agent_type: b.agent_type, capabilities: b.capabilities };
+async fn register_agent(
+    State(s): State<ApiState>,
+    Caller(a): Caller,
+    Body(b): Body<RegisterAgent>,
+) -> ApiResult {
+    let id = b
+        .agent_id
+        .ok_or_else(|| AppError::invalid("missing field 'agent_id'"))?;
+    let reg = AgentRegistration {
+        id,
+        name: b.name,
+        agent_type: b.agent_type,
+        capabilities: b.capabilities,
+    };
     ok(s.app.register_agent(&a, reg).await?)
 }
 

@@ -141,3 +141,64 @@ fn collapse(queue: &mut VecDeque<Arc<Delivery>>, incoming: &Delivery) -> u64 {
     *queue = keep;
     (before - queue.len()) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{TaskFinished, TaskProgress};
+    use crate::domain::{Event, EventPayload, TaskStatus};
+
+    fn delivery(seq: u64, task: &str, terminal: bool) -> Arc<Delivery> {
+        let payload = if terminal {
+            EventPayload::TaskCompleted(TaskFinished {
+                task_id: task.into(),
+                status: TaskStatus::Completed,
+                progress: 100,
+                detail: String::new(),
+            })
+        } else {
+            EventPayload::TaskProgress(TaskProgress {
+                task_id: task.into(),
+                status: TaskStatus::InProgress,
+                progress: seq as u8,
+                step: String::new(),
+                tool: String::new(),
+                message: String::new(),
+                error: false,
+            })
+        };
+        let event = Event {
+            seq,
+            tenant: String::new(),
+            timestamp: chrono::Utc::now(),
+            actor: "t".into(),
+            payload,
+        };
+        Arc::new(Delivery::new(Arc::new(event), "task_updates".into()))
+    }
+
+    fn seqs(outbox: &Outbox) -> Vec<u64> {
+        outbox.drain().iter().map(|d| d.event.seq).collect()
+    }
+
+    #[test]
+    fn a_full_outbox_collapses_progress_of_the_same_task_to_the_latest() {
+        let outbox = Outbox::new(3);
+        for (seq, task) in [(1, "a"), (2, "b"), (3, "a")] {
+            outbox.push(delivery(seq, task, false)).unwrap();
+        }
+        assert_eq!(outbox.push(delivery(4, "a", false)), Ok(2));
+        assert_eq!(seqs(&outbox), [2, 4], "older reports of task a left; order kept");
+    }
+
+    #[test]
+    fn terminal_events_are_never_dropped_and_overflow_closes() {
+        let outbox = Outbox::new(2);
+        outbox.push(delivery(1, "a", true)).unwrap();
+        outbox.push(delivery(2, "b", true)).unwrap();
+        assert_eq!(outbox.push(delivery(3, "c", false)), Err(CloseReason::Overflow));
+        assert_eq!(outbox.push(delivery(4, "c", false)), Err(CloseReason::Overflow));
+        let next = futures_util::FutureExt::now_or_never(outbox.next()).expect("ready");
+        assert!(matches!(next, Next::Closed(CloseReason::Overflow)));
+    }
+}

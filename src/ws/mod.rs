@@ -33,7 +33,10 @@ pub type Sink = futures_util::stream::SplitSink<axum::extract::ws::WebSocket, ax
 pub async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) {
     use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
     use futures_util::SinkExt;
-    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
@@ -94,14 +97,15 @@ impl Drop for Slot {
     }
 }
 
-fn take_slot(state: &Arc<WsState>) -> Result<Slot, Response> {
+/// A slot, or 503 when the node is at its connection limit.
+fn take_slot(state: &Arc<WsState>) -> Result<Slot, AppError> {
     let n = state.connections.fetch_add(1, Ordering::Relaxed);
     let slot = Slot(state.clone());
     if n >= state.config.max_connections {
-        let body = json!({ "error": { "code": "resource_exhausted", "message": format!(
+        return Err(AppError::Unavailable(format!(
             "this node has reached its limit of {} WebSocket connections; try another node or later",
-            state.config.max_connections) } });
-        return Err((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response());
+            state.config.max_connections
+        )));
     }
     Ok(slot)
 }
@@ -123,7 +127,9 @@ fn handshake_token(q: &Handshake, headers: &HeaderMap) -> Option<String> {
     if let Some(t) = auth.and_then(|a| a.strip_prefix("Bearer ")) {
         return Some(t.trim().to_string());
     }
-    let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok())?;
+    let offered = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())?;
     let parts: Vec<&str> = offered.split(',').map(str::trim).collect();
     if let Some(t) = parts.iter().find_map(|p| p.strip_prefix("bearer.")) {
         return Some(t.to_string());
@@ -132,20 +138,23 @@ fn handshake_token(q: &Handshake, headers: &HeaderMap) -> Option<String> {
     parts.get(i + 1).map(|t| t.to_string())
 }
 
-/// Refuses the upgrade with 403 and a JSON body, as seed 000 expects.
-fn authenticate(state: &WsState, q: &Handshake, headers: &HeaderMap) -> Result<Actor, Response> {
-    let refuse = |e: AppError| {
-        let body = json!({ "error": { "code": e.code(), "message": e.public_message() } });
-        (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
-    };
-    let token = handshake_token(q, headers).ok_or_else(|| refuse(AppError::Unauthenticated("missing token".into())))?;
-    state.verifier.verify(&token).map_err(refuse)
+/// The caller, or why the upgrade is refused (with 403, as seed 000 expects).
+fn authenticate(state: &WsState, q: &Handshake, headers: &HeaderMap) -> Result<Actor, AppError> {
+    let token =
+        handshake_token(q, headers).ok_or_else(|| AppError::Unauthenticated("missing token".into()))?;
+    state.verifier.verify(&token)
+}
+
+fn forbidden(e: AppError) -> Response {
+    let body = json!({ "error": { "code": e.code(), "message": e.public_message() } });
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 fn upgrade(ws: WebSocketUpgrade, state: &WsState) -> WebSocketUpgrade {
     // Frames over the limit get an error frame; far over it, the socket closes
     // with 1009 before the frame is buffered.
-    ws.protocols(["bearer"]).max_message_size(state.config.max_frame.saturating_mul(4).max(1024))
+    ws.protocols(["bearer"])
+        .max_message_size(state.config.max_frame.saturating_mul(4).max(1024))
 }
 
 pub fn routes(state: Arc<WsState>) -> Router {
@@ -165,11 +174,11 @@ async fn bridge(
 ) -> Response {
     let actor = match authenticate(&state, &q, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return forbidden(e),
     };
     let slot = match take_slot(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     upgrade(ws, &state).on_upgrade(move |socket| session::run(socket, state, actor, slot))
 }
@@ -204,7 +213,7 @@ async fn compat_upgrade(
 ) -> Response {
     let actor = match authenticate(&state, &q, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return forbidden(e),
     };
     // An unknown task is refused before the upgrade, like a bad token.
     let opened = match state.app.subscription(&actor) {
@@ -217,11 +226,10 @@ async fn compat_upgrade(
     };
     let slot = match take_slot(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let after = q.after_seq;
-    upgrade(ws, &state)
-        .on_upgrade(move |socket| compat::run(socket, state, sub, task, after, style, slot))
+    upgrade(ws, &state).on_upgrade(move |socket| compat::run(socket, state, sub, task, after, style, slot))
 }
 
 async fn status(State(state): State<Arc<WsState>>, headers: HeaderMap) -> Response {

@@ -214,3 +214,158 @@ where
         panic!("expected no item, got {item:?}");
     }
 }
+
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A real WebSocket client.
+pub struct Ws {
+    pub stream: WsStream,
+}
+
+/// The HTTP status a refused WebSocket handshake answered with.
+pub async fn ws_refused(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected the handshake to be refused"),
+    }
+}
+
+impl Ws {
+    /// Connects to `path` (with the token in the query) and returns the client
+    /// without reading anything.
+    pub async fn open(app: &TestApp, path: &str) -> Self {
+        let (stream, _) = tokio_tungstenite::connect_async(app.ws_url(path))
+            .await
+            .expect("websocket connects");
+        Self { stream }
+    }
+
+    /// Connects to `/ws` and checks the welcome frame.
+    pub async fn connect(app: &TestApp, token: &str) -> Self {
+        let mut ws = Self::open(app, &format!("/ws?token={token}")).await;
+        let welcome = ws.recv().await;
+        assert_eq!(welcome["type"], "connection");
+        assert_eq!(welcome["status"], "connected");
+        assert!(welcome["connection_id"].is_string());
+        ws
+    }
+
+    pub async fn send(&mut self, v: serde_json::Value) {
+        self.send_text(v.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next JSON text frame, failing after 5 s.
+    pub async fn recv(&mut self) -> serde_json::Value {
+        match self.recv_message().await {
+            tokio_tungstenite::tungstenite::Message::Text(t) => serde_json::from_str(&t).expect("JSON frame"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    async fn recv_message(&mut self) -> tokio_tungstenite::tungstenite::Message {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.stream.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("the socket is open")
+                .expect("a frame, not an error");
+            if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+                return msg;
+            }
+        }
+    }
+
+    /// Subscribes and checks the confirmation.
+    pub async fn subscribe(&mut self, channel: &str, after_seq: Option<u64>) {
+        let mut frame = serde_json::json!({ "type": "subscribe", "channel": channel });
+        if let Some(a) = after_seq {
+            frame["after_seq"] = a.into();
+        }
+        self.send(frame).await;
+        let reply = self.recv().await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        assert_eq!(reply["channel"], channel);
+    }
+
+    /// The close code the server ends the connection with.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            match self.recv_message().await {
+                tokio_tungstenite::tungstenite::Message::Close(Some(f)) => return f.code.into(),
+                tokio_tungstenite::tungstenite::Message::Close(None) => return 1005,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Asserts no frame arrives for a short while.
+    pub async fn assert_quiet(&mut self) {
+        use futures_util::StreamExt;
+        if let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(300), self.stream.next()).await
+        {
+            assert!(msg.is_ping() || msg.is_pong(), "expected nothing, got {msg:?}");
+        }
+    }
+}
+
+/// A JSON HTTP client with a bearer token.
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub fn new(app: &TestApp, token: &str) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            base: app.http("/api/v1"),
+            token: token.into(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+}

@@ -3,7 +3,11 @@
 
 mod agents;
 mod auth;
+mod bridge;
+mod compat;
 mod helpers;
+mod http;
 mod resume;
+mod seed000;
 mod tasks;
 mod watch;
