@@ -157,7 +157,10 @@ fn dev_secret(dir: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
     write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    tracing::warn!(path = %path.display(), "no HERALD_JWT_SECRET: generated a development secret");
+    tracing::warn!(
+        path = %path.display(),
+        "no HERALD_JWT_SECRET: generated a development secret; mint a token with `herald token --sub you --role admin`"
+    );
     Ok(secret.into_bytes())
 }
 

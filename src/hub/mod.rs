@@ -58,6 +58,7 @@ pub struct Hub {
     delivered: AtomicU64,
     collapsed: AtomicU64,
     overflowed: AtomicU64,
+    shut_down: std::sync::atomic::AtomicBool,
 }
 
 /// Counters for the status endpoint.
@@ -120,7 +121,11 @@ impl Hub {
 
     /// Closes every outbox: their streams and sockets end.
     pub fn close_all(&self, reason: CloseReason) {
-        for outbox in self.outboxes.read().expect("hub lock").values() {
+        let outboxes = self.outboxes.read().expect("hub lock");
+        if reason == CloseReason::Shutdown {
+            self.shut_down.store(true, Ordering::Relaxed);
+        }
+        for outbox in outboxes.values() {
             outbox.close(reason);
         }
     }
