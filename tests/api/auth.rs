@@ -224,3 +224,73 @@ async fn health_and_reflection_are_served() {
         .unwrap();
     assert_eq!(body["status"], "ready");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_tokens_verify_with_a_public_key_file() {
+    // A fresh key pair per run: no private key lives in the repository.
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let secret = p256::SecretKey::random(&mut rand_core::OsRng);
+    let keys = tempfile::tempdir().unwrap();
+    let public = secret.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    std::fs::write(keys.path().join("es256-public.pem"), public).unwrap();
+    let pem = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let keys = keys.path().to_path_buf();
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.auth.secret = None;
+        c.auth.public_key_file = Some(keys.join("es256-public.pem"));
+        c.auth.algorithm = Some("ES256".into());
+    })
+    .await;
+    let claims = herald::auth::Claims {
+        sub: "svc".into(),
+        exp: chrono::Utc::now().timestamp() + 60,
+        roles: vec!["agent".into()],
+        tenant: None,
+    };
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &key,
+    )
+    .unwrap();
+    let task = app
+        .tasks(&token)
+        .create_task(create("signed elsewhere"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(task.created_by, "svc");
+    // An HS256 token is refused by an ES256 server.
+    let err = app
+        .tasks(&app.admin())
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_herald_stays_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    let mut config = herald::config::Config::for_tests(url, dir.path().into(), SECRET);
+    config.auth.secret = None;
+    config.addr = "0.0.0.0:0".parse().unwrap();
+    let err = herald::startup::Herald::build(config.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("refusing to listen on 0.0.0.0"), "{err}");
+
+    // On loopback it generates a development secret and keeps it.
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    let first = herald::auth::hs256_secret(&config).unwrap();
+    assert_eq!(first.len(), 64);
+    assert_eq!(herald::auth::hs256_secret(&config).unwrap(), first);
+    config.auth.secret = Some("short".into());
+    assert!(
+        herald::auth::hs256_secret(&config).is_err(),
+        "short secrets are refused"
+    );
+}
