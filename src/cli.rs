@@ -113,44 +113,19 @@ fn print_task(t: &pb::Task) {
 
 fn print_event(e: &pb::Event) {
     let payload = e.payload.as_ref().map(|p| format!("{p:?}")).unwrap_or_default();
-    println!(
-        "seq={} type={} channel={} actor={} {payload}",
-        e.seq, e.r#type, e.channel, e.actor
-    );
+    println!("seq={} type={} channel={} actor={} {payload}", e.seq, e.r#type, e.channel, e.actor);
 }
 
 pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
     let (channel, bearer) = connect().await?;
     let mut c: TaskServiceClient<Authed> = TaskServiceClient::with_interceptor(channel, bearer);
     let task = match cmd {
-        TaskCmd::Create {
-            title,
-            description,
-            agent,
-        } => {
-            c.create_task(pb::CreateTaskRequest {
-                title,
-                description,
-                agent_id: agent,
-            })
-            .await?
+        TaskCmd::Create { title, description, agent } => {
+            c.create_task(pb::CreateTaskRequest { title, description, agent_id: agent }).await?
         }
         TaskCmd::Start { id } => c.start_task(pb::StartTaskRequest { id }).await?,
-        TaskCmd::Progress {
-            id,
-            percent,
-            step,
-            tool,
-            message,
-        } => {
-            let req = pb::ReportProgressRequest {
-                id,
-                progress: percent,
-                step,
-                tool,
-                message,
-                error: false,
-            };
+        TaskCmd::Progress { id, percent, step, tool, message } => {
+            let req = pb::ReportProgressRequest { id, progress: percent, step, tool, message, error: false };
             c.report_progress(req).await?
         }
         TaskCmd::Complete { id, result } => c.complete_task(pb::CompleteTaskRequest { id, result }).await?,
@@ -158,12 +133,7 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
         TaskCmd::Cancel { id, reason } => c.cancel_task(pb::CancelTaskRequest { id, reason }).await?,
         TaskCmd::Get { id } => c.get_task(pb::GetTaskRequest { id }).await?,
         TaskCmd::List => {
-            for t in c
-                .list_tasks(pb::ListTasksRequest::default())
-                .await?
-                .into_inner()
-                .tasks
-            {
+            for t in c.list_tasks(pb::ListTasksRequest::default()).await?.into_inner().tasks {
                 print_task(&t);
             }
             return Ok(());
@@ -189,33 +159,17 @@ pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
     let mut c: AgentServiceClient<Authed> = AgentServiceClient::with_interceptor(channel, bearer);
     let agents = match cmd {
         AgentCmd::Register { id, name, agent_type } => {
-            let req = pb::RegisterAgentRequest {
-                agent_id: id,
-                name,
-                r#type: agent_type,
-                capabilities: vec![],
-            };
+            let req =
+                pb::RegisterAgentRequest { agent_id: id, name, r#type: agent_type, capabilities: vec![] };
             vec![c.register_agent(req).await?.into_inner()]
         }
         AgentCmd::Heartbeat { id } => {
-            vec![
-                c.heartbeat(pb::HeartbeatRequest {
-                    agent_id: id,
-                    status: 0,
-                })
-                .await?
-                .into_inner(),
-            ]
+            vec![c.heartbeat(pb::HeartbeatRequest { agent_id: id, status: 0 }).await?.into_inner()]
         }
         AgentCmd::List => c.list_agents(pb::ListAgentsRequest {}).await?.into_inner().agents,
     };
     for a in agents {
-        println!(
-            "agent {} status={} name={:?}",
-            a.id,
-            a.status().as_str_name(),
-            a.name
-        );
+        println!("agent {} status={} name={:?}", a.id, a.status().as_str_name(), a.name);
     }
     Ok(())
 }
@@ -224,13 +178,7 @@ pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
 pub async fn events(channels: Vec<String>, after: Option<u64>) -> anyhow::Result<()> {
     let (channel, bearer) = connect().await?;
     let mut c: EventServiceClient<Authed> = EventServiceClient::with_interceptor(channel, bearer);
-    let mut stream = c
-        .subscribe(pb::SubscribeRequest {
-            channels,
-            after_seq: after,
-        })
-        .await?
-        .into_inner();
+    let mut stream = c.subscribe(pb::SubscribeRequest { channels, after_seq: after }).await?.into_inner();
     while let Some(e) = stream.next().await {
         print_event(&e?);
     }

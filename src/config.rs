@@ -63,10 +63,7 @@ where
 {
     match var(name) {
         None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
+        Some(v) => v.trim().parse().map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
     }
 }
 
@@ -104,7 +101,9 @@ impl Config {
                 outbox_capacity: parse(var, "HERALD_OUTBOX_CAPACITY", 1024)?,
                 write_batch: parse(var, "HERALD_WRITE_BATCH", 256)?,
                 agent_timeout: duration(var, "HERALD_AGENT_TIMEOUT", "30s")?,
-                agent_sweep_interval: duration(var, "HERALD_AGENT_SWEEP_INTERVAL", "5s")?,
+                sweep_interval: duration(var, "HERALD_SWEEP_INTERVAL", "5s")?,
+                executor_grace: duration(var, "HERALD_EXECUTOR_GRACE", "30s")?,
+                cancel_timeout: duration(var, "HERALD_CANCEL_TIMEOUT", "30s")?,
             },
             ws: WsConfig {
                 ping_interval: duration(var, "HERALD_WS_PING_INTERVAL", "30s")?,

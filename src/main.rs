@@ -12,11 +12,7 @@ use herald::domain::Role;
 use herald::startup::Herald;
 
 #[derive(Parser)]
-#[command(
-    name = "herald",
-    version,
-    about = "Live state of AI-agent work over gRPC and WebSocket"
-)]
+#[command(name = "herald", version, about = "Live state of AI-agent work over gRPC and WebSocket")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -70,12 +66,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Agent(cmd) => cli::agent(cmd).await,
         Cmd::Events { channels, after } => cli::events(channels, after).await,
         Cmd::Serve => serve(Config::from_env()?).await,
-        Cmd::Token {
-            sub,
-            roles,
-            tenant,
-            ttl,
-        } => {
+        Cmd::Token { sub, roles, tenant, ttl } => {
             let roles = roles
                 .iter()
                 .map(|r| {
@@ -85,10 +76,7 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let minter = Minter::hs256(&hs256_secret(&Config::from_env()?)?);
-            println!(
-                "{}",
-                minter.mint(&sub, &roles, tenant.as_deref(), Duration::from(ttl))?
-            );
+            println!("{}", minter.mint(&sub, &roles, tenant.as_deref(), Duration::from(ttl))?);
             Ok(())
         }
     }

@@ -39,26 +39,16 @@ impl Herald {
         let store = Store::connect(&config.database_url, config.db_pool_size)
             .await
             .context("opening the database")?;
-        let (app, background) = App::start(store, config.app.clone());
-        let grpc = grpc::routes(app.clone(), verifier.clone())
-            .await?
-            .into_axum_router();
+        let (app, background) = App::start(store, config.app.clone()).await?;
+        let grpc = grpc::routes(app.clone(), verifier.clone()).await?.into_axum_router();
         let ws = WsState::new(app.clone(), verifier.clone(), config.ws.clone());
         let router = grpc
             .merge(http::routes(app.clone(), verifier))
             .merge(ws::routes(ws.clone()))
             .fallback(http::not_found);
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
-        Ok(Self {
-            listener,
-            router,
-            app,
-            ws,
-            background,
-            shutdown: CancellationToken::new(),
-        })
+        let listener =
+            TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+        Ok(Self { listener, router, app, ws, background, shutdown: CancellationToken::new() })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -73,14 +63,7 @@ impl Herald {
     /// Serves until the shutdown token is cancelled, then ends every stream,
     /// lets requests in flight finish, and stores what the writer has queued.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            router,
-            app,
-            ws,
-            background,
-            shutdown,
-        } = self;
+        let Self { listener, router, app, ws, background, shutdown } = self;
         tracing::info!(addr = %listener.local_addr()?, "herald listening");
         let signal = {
             let shutdown = shutdown.clone();
@@ -97,9 +80,7 @@ impl Herald {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .await?;
+        axum::serve(listener, router).with_graceful_shutdown(signal).await?;
         // Upgraded sockets are not tracked by the server: give them a moment to
         // tell their clients we are restarting.
         let deadline = tokio::time::Instant::now() + WS_DRAIN;

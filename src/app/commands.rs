@@ -5,8 +5,8 @@
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::domain::{
-    Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, EventPayload, NewEvent, NewTask,
-    ProgressReport, Task,
+    Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, Approval, ApprovalRequest,
+    DecisionKind, EventPayload, Execution, NewEvent, NewTask, ProgressReport, Report, Task,
 };
 use crate::storage::UnitOfWork;
 
@@ -46,6 +46,58 @@ pub enum Command {
         id: String,
         cutoff: DateTime<Utc>,
     },
+    Execute {
+        id: String,
+        agent_id: String,
+        input: serde_json::Value,
+        task_id: Option<String>,
+    },
+    /// An attached executor takes a queued execution.
+    StartExecution {
+        id: String,
+        executor: String,
+    },
+    /// An executor attached: it takes its agent's detached and queued executions.
+    AttachExecutor {
+        agent_id: String,
+        executor: String,
+    },
+    /// An executor's stream ended: its executions wait for it to come back.
+    DetachExecutor {
+        executor: String,
+    },
+    /// At start-up no executor is attached to this process yet.
+    DetachAll,
+    Report {
+        execution_id: String,
+        report: Report,
+    },
+    CancelExecution {
+        id: String,
+        reason: String,
+    },
+    /// Sent by the sweeper: fail a detached execution past the grace period,
+    /// or cancel one whose cancel was not acknowledged in time.
+    ExpireExecution {
+        id: String,
+        detached_before: DateTime<Utc>,
+        cancel_before: DateTime<Utc>,
+    },
+    RequestApproval {
+        id: String,
+        execution_id: String,
+        request: ApprovalRequest,
+    },
+    Decide {
+        approval_id: String,
+        kind: DecisionKind,
+        arguments: Option<serde_json::Value>,
+        message: String,
+    },
+    /// Sent by the sweeper when an approval's deadline passed.
+    DecideByDeadline {
+        approval_id: String,
+    },
 }
 
 /// What a command leaves behind, before its events have seq numbers.
@@ -53,6 +105,11 @@ pub enum Command {
 pub enum Outcome {
     Task(Task),
     Agent(Agent),
+    Execution(Execution),
+    Approval(Approval),
+    /// Executions an executor took: (execution, true when it was resumed).
+    Claimed(Vec<(Execution, bool)>),
+    Done,
 }
 
 impl Outcome {
@@ -60,17 +117,20 @@ impl Outcome {
         match self {
             Self::Task(t) => t.last_seq = seq,
             Self::Agent(a) => a.last_seq = seq,
+            Self::Execution(e) => e.last_seq = seq,
+            Self::Approval(a) => a.last_seq = seq,
+            Self::Claimed(_) | Self::Done => {}
         }
     }
 }
 
 fn emit(uow: &mut UnitOfWork, actor: &Actor, now: DateTime<Utc>, payload: EventPayload) {
-    uow.emit(NewEvent {
-        tenant: actor.tenant.clone(),
-        timestamp: now,
-        actor: actor.subject.clone(),
-        payload,
-    });
+    emit_in(uow, &actor.tenant, &actor.subject, now, payload);
+}
+
+/// Emits in a given tenant: for commands that span tenants (start-up).
+fn emit_in(uow: &mut UnitOfWork, tenant: &str, subject: &str, now: DateTime<Utc>, payload: EventPayload) {
+    uow.emit(NewEvent { tenant: tenant.into(), timestamp: now, actor: subject.into(), payload });
 }
 
 pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResult<Outcome> {
@@ -136,7 +196,122 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
             }
             Ok(Outcome::Agent(agent))
         }
+        Command::Execute { id, agent_id, input, task_id } => {
+            if let Some(t) = &task_id {
+                uow.task(tenant, t).await?;
+            }
+            let (execution, event) =
+                Execution::create(id, agent_id, input, task_id, tenant, &actor.subject, now)?;
+            uow.put_execution(execution.clone(), true);
+            emit(uow, actor, now, event);
+            Ok(Outcome::Execution(execution))
+        }
+        Command::StartExecution { id, executor } => {
+            let mut e = uow.execution(tenant, &id).await?;
+            let event = e.start(&executor, now)?;
+            uow.put_execution(e.clone(), false);
+            emit(uow, actor, now, event);
+            Ok(Outcome::Execution(e))
+        }
+        Command::AttachExecutor { agent_id, executor } => {
+            let mut claimed = Vec::new();
+            for mut e in uow.queued_executions(tenant, &agent_id).await? {
+                let resumed = e.status == crate::domain::ExecutionStatus::Detached;
+                let event = if resumed { e.reattach(&executor, now) } else { e.start(&executor, now).ok() };
+                if let Some(event) = event {
+                    uow.put_execution(e.clone(), false);
+                    emit(uow, actor, now, event);
+                    claimed.push((e, resumed));
+                }
+            }
+            Ok(Outcome::Claimed(claimed))
+        }
+        Command::DetachExecutor { executor } => {
+            for e in uow.executions_of(&executor).await? {
+                detach(uow, e, now);
+            }
+            Ok(Outcome::Done)
+        }
+        Command::DetachAll => {
+            for e in uow.attached_executions().await? {
+                detach(uow, e, now);
+            }
+            Ok(Outcome::Done)
+        }
+        Command::Report { execution_id, report } => {
+            let mut e = uow.execution(tenant, &execution_id).await?;
+            let event = e.report(report, now)?;
+            uow.put_execution(e.clone(), false);
+            emit(uow, actor, now, event);
+            Ok(Outcome::Execution(e))
+        }
+        Command::CancelExecution { id, reason } => {
+            let mut e = uow.execution(tenant, &id).await?;
+            let (event, _) = e.request_cancel(reason, now)?;
+            uow.put_execution(e.clone(), false);
+            emit(uow, actor, now, event);
+            Ok(Outcome::Execution(e))
+        }
+        Command::ExpireExecution { id, detached_before, cancel_before } => {
+            let mut e = uow.execution(tenant, &id).await?;
+            let event = e.abandon(detached_before, now).or_else(|| e.cancel_timed_out(cancel_before, now));
+            if let Some(event) = event {
+                uow.put_execution(e.clone(), false);
+                emit(uow, actor, now, event);
+            }
+            Ok(Outcome::Execution(e))
+        }
+        Command::RequestApproval { id, execution_id, request } => {
+            let mut e = uow.execution(tenant, &execution_id).await?;
+            e.approval_requested(now)?;
+            let (approval, event) =
+                Approval::request(id, &execution_id, request, tenant, &actor.subject, now)?;
+            uow.put_execution(e, false);
+            uow.put_approval(approval.clone(), true);
+            emit(uow, actor, now, event);
+            Ok(Outcome::Approval(approval))
+        }
+        Command::Decide { approval_id, kind, arguments, message } => {
+            decide(uow, actor, &approval_id, kind, arguments, message, false, now).await
+        }
+        Command::DecideByDeadline { approval_id } => {
+            let a = uow.approval(tenant, &approval_id).await?;
+            if !a.is_pending() || a.deadline.is_none_or(|d| d > now) {
+                return Ok(Outcome::Approval(a));
+            }
+            decide(uow, actor, &approval_id, a.deadline_decision, None, "deadline passed".into(), true, now)
+                .await
+        }
     }
+}
+
+fn detach(uow: &mut UnitOfWork, mut e: Execution, now: DateTime<Utc>) {
+    if let Some(event) = e.detach(now) {
+        let tenant = e.tenant.clone();
+        uow.put_execution(e, false);
+        emit_in(uow, &tenant, "herald", now, event);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    uow: &mut UnitOfWork,
+    actor: &Actor,
+    approval_id: &str,
+    kind: DecisionKind,
+    arguments: Option<serde_json::Value>,
+    message: String,
+    by_deadline: bool,
+    now: DateTime<Utc>,
+) -> AppResult<Outcome> {
+    let mut a = uow.approval(&actor.tenant, approval_id).await?;
+    let event = a.decide(kind, arguments, message, &actor.subject, by_deadline, now)?;
+    let mut e = uow.execution(&actor.tenant, &a.execution_id).await?;
+    e.approval_decided(now);
+    uow.put_execution(e, false);
+    uow.put_approval(a.clone(), false);
+    emit(uow, actor, now, event);
+    Ok(Outcome::Approval(a))
 }
 
 async fn change_task(

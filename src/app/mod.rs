@@ -3,8 +3,10 @@
 //! subscriptions. Transports are thin adapters over [`App`].
 
 mod commands;
-mod liveness;
+pub mod dispatch;
+mod executions;
 mod subscription;
+mod sweeper;
 mod writer;
 
 use std::sync::Arc;
@@ -32,7 +34,13 @@ pub struct AppSettings {
     pub outbox_capacity: usize,
     pub write_batch: usize,
     pub agent_timeout: Duration,
-    pub agent_sweep_interval: Duration,
+    /// How often agent liveness, executor grace periods, cancel timeouts and
+    /// approval deadlines are checked.
+    pub sweep_interval: Duration,
+    /// How long a vanished executor has to re-attach before its executions fail.
+    pub executor_grace: Duration,
+    /// How long an executor has to acknowledge a cancel.
+    pub cancel_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -40,6 +48,7 @@ pub struct App {
     store: Store,
     hub: Arc<Hub>,
     writer: Writer,
+    dispatcher: Arc<dispatch::Dispatcher>,
     settings: Arc<AppSettings>,
 }
 
@@ -59,6 +68,10 @@ impl Background {
     }
 }
 
+fn mismatch(what: &str) -> AppError {
+    AppError::internal(anyhow::anyhow!("the writer answered a command without {what}"))
+}
+
 pub fn page_size(limit: u32) -> u64 {
     match limit {
         0 => DEFAULT_PAGE.into(),
@@ -67,25 +80,20 @@ pub fn page_size(limit: u32) -> u64 {
 }
 
 impl App {
-    pub fn start(store: Store, settings: AppSettings) -> (Self, Background) {
+    /// Starts the writer, the executor dispatcher and the sweeper. Executions
+    /// that were running when Herald last stopped become `detached`: their
+    /// executors have the grace period to re-attach.
+    pub async fn start(store: Store, settings: AppSettings) -> AppResult<(Self, Background)> {
         let hub = Hub::new();
         let stop = CancellationToken::new();
         let (writer, writer_task) =
             Writer::start(store.clone(), hub.clone(), settings.write_batch, stop.clone());
-        let app = Self {
-            store,
-            hub,
-            writer,
-            settings: Arc::new(settings),
-        };
-        let sweeper = tokio::spawn(liveness::run(app.clone(), stop.clone()));
-        (
-            app,
-            Background {
-                stop,
-                tasks: vec![writer_task, sweeper],
-            },
-        )
+        let dispatcher = Arc::new(dispatch::Dispatcher::default());
+        let app = Self { store, hub, writer, dispatcher, settings: Arc::new(settings) };
+        app.writer.submit(&Actor::system(""), Command::DetachAll).await?;
+        let dispatch = tokio::spawn(dispatch::run(app.clone(), app.hub.tap(), stop.clone()));
+        let sweeper = tokio::spawn(sweeper::run(app.clone(), stop.clone()));
+        Ok((app, Background { stop, tasks: vec![writer_task, sweeper, dispatch] }))
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -109,18 +117,14 @@ impl App {
     async fn write_task(&self, actor: &Actor, cmd: Command) -> AppResult<Task> {
         match self.write(actor, cmd).await? {
             Outcome::Task(t) => Ok(t),
-            Outcome::Agent(_) => Err(AppError::internal(anyhow::anyhow!(
-                "task command answered with an agent"
-            ))),
+            _ => Err(mismatch("a task")),
         }
     }
 
     async fn write_agent(&self, actor: &Actor, cmd: Command) -> AppResult<Agent> {
         match self.write(actor, cmd).await? {
             Outcome::Agent(a) => Ok(a),
-            Outcome::Task(_) => Err(AppError::internal(anyhow::anyhow!(
-                "agent command answered with a task"
-            ))),
+            _ => Err(mismatch("an agent")),
         }
     }
 
@@ -134,41 +138,19 @@ impl App {
     }
 
     pub async fn report_progress(&self, actor: &Actor, id: &str, report: ProgressReport) -> AppResult<Task> {
-        self.write_task(
-            actor,
-            Command::ReportProgress {
-                id: id.into(),
-                report,
-            },
-        )
-        .await
+        self.write_task(actor, Command::ReportProgress { id: id.into(), report }).await
     }
 
     pub async fn complete_task(&self, actor: &Actor, id: &str, result: String) -> AppResult<Task> {
-        self.write_task(
-            actor,
-            Command::CompleteTask {
-                id: id.into(),
-                result,
-            },
-        )
-        .await
+        self.write_task(actor, Command::CompleteTask { id: id.into(), result }).await
     }
 
     pub async fn fail_task(&self, actor: &Actor, id: &str, error: String) -> AppResult<Task> {
-        self.write_task(actor, Command::FailTask { id: id.into(), error })
-            .await
+        self.write_task(actor, Command::FailTask { id: id.into(), error }).await
     }
 
     pub async fn cancel_task(&self, actor: &Actor, id: &str, reason: String) -> AppResult<Task> {
-        self.write_task(
-            actor,
-            Command::CancelTask {
-                id: id.into(),
-                reason,
-            },
-        )
-        .await
+        self.write_task(actor, Command::CancelTask { id: id.into(), reason }).await
     }
 
     pub async fn task(&self, actor: &Actor, id: &str) -> AppResult<Task> {
@@ -191,14 +173,7 @@ impl App {
     }
 
     pub async fn heartbeat(&self, actor: &Actor, id: &str, status: AgentStatus) -> AppResult<Agent> {
-        self.write_agent(
-            actor,
-            Command::Heartbeat {
-                id: id.into(),
-                status,
-            },
-        )
-        .await
+        self.write_agent(actor, Command::Heartbeat { id: id.into(), status }).await
     }
 
     pub async fn agent(&self, actor: &Actor, id: &str) -> AppResult<Agent> {
@@ -220,14 +195,7 @@ impl App {
         limit: u32,
     ) -> AppResult<Vec<Event>> {
         self.check_channel(actor, channel).await?;
-        self.store
-            .events(
-                &actor.tenant,
-                std::slice::from_ref(channel),
-                after,
-                page_size(limit),
-            )
-            .await
+        self.store.events(&actor.tenant, std::slice::from_ref(channel), after, page_size(limit)).await
     }
 
     /// Refuses a channel the caller may not read: a task or agent that does
@@ -237,7 +205,8 @@ impl App {
         match channel {
             Channel::Task(id) => self.store.task(&actor.tenant, id).await.map(drop),
             Channel::Agent(id) => self.store.agent(&actor.tenant, id).await.map(drop),
-            Channel::TaskUpdates | Channel::AgentStatus => Ok(()),
+            Channel::Execution(id) => self.store.execution(&actor.tenant, id).await.map(drop),
+            Channel::TaskUpdates | Channel::AgentStatus | Channel::Approvals => Ok(()),
         }
     }
 

@@ -44,11 +44,7 @@ impl Writer {
 
     pub async fn submit(&self, actor: &Actor, command: Command) -> AppResult<Outcome> {
         let (reply, rx) = oneshot::channel();
-        let req = Request {
-            actor: actor.clone(),
-            command,
-            reply,
-        };
+        let req = Request { actor: actor.clone(), command, reply };
         let unavailable = || AppError::Unavailable("herald is shutting down".into());
         self.tx.send(req).await.map_err(|_| unavailable())?;
         rx.await.map_err(|_| unavailable())?
@@ -104,9 +100,7 @@ async fn process(store: &Store, hub: &Hub, batch: Vec<Request>) {
         Err(e) => {
             e.log_if_internal();
             for reply in replies {
-                let _ = reply.send(Err(AppError::internal(anyhow::anyhow!(
-                    "the batch was not stored"
-                ))));
+                let _ = reply.send(Err(AppError::internal(anyhow::anyhow!("the batch was not stored"))));
             }
             return;
         }
@@ -129,8 +123,6 @@ async fn process(store: &Store, hub: &Hub, batch: Vec<Request>) {
 fn fail_all(batch: Vec<Request>, err: AppError) {
     err.log_if_internal();
     for req in batch {
-        let _ = req
-            .reply
-            .send(Err(AppError::internal(anyhow::anyhow!("storage unavailable"))));
+        let _ = req.reply.send(Err(AppError::internal(anyhow::anyhow!("storage unavailable"))));
     }
 }

@@ -17,8 +17,5 @@ pub fn interceptor(verifier: Verifier) -> impl Fn(Request<()>) -> Result<Request
 
 /// The caller the interceptor verified.
 pub fn actor<T>(req: &Request<T>) -> Result<Actor, Status> {
-    req.extensions()
-        .get::<Actor>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+    req.extensions().get::<Actor>().cloned().ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }

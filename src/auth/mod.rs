@@ -44,10 +44,7 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 5;
-        Self {
-            key: std::sync::Arc::new(key),
-            validation,
-        }
+        Self { key: std::sync::Arc::new(key), validation }
     }
 
     /// A bad token is `Unauthenticated` with a reason; the token itself is never echoed.
@@ -78,12 +75,7 @@ impl Verifier {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Actor {
-            subject: c.sub,
-            roles,
-            tenant: c.tenant.unwrap_or_default(),
-            expires_at: c.exp,
-        })
+        Ok(Actor { subject: c.sub, roles, tenant: c.tenant.unwrap_or_default(), expires_at: c.exp })
     }
 
     /// Takes the token from an `Authorization: Bearer` value.
@@ -104,9 +96,7 @@ pub struct Minter {
 
 impl Minter {
     pub fn hs256(secret: &[u8]) -> Self {
-        Self {
-            key: EncodingKey::from_secret(secret),
-        }
+        Self { key: EncodingKey::from_secret(secret) }
     }
 
     pub fn mint(
@@ -122,11 +112,7 @@ impl Minter {
             roles: roles.iter().map(|r| r.as_str().to_string()).collect(),
             tenant: tenant.map(str::to_string),
         };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.key,
-        )?)
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)?)
     }
 }
 

@@ -40,13 +40,19 @@ pub enum Permission {
     Write,
     /// Decide approvals.
     Decide,
+    /// Start and cancel executions of agents.
+    Execute,
 }
 
 impl Permission {
     fn granted_by(self, role: Role) -> bool {
         matches!(
             (self, role),
-            (_, Role::Admin) | (Self::Read, _) | (Self::Write, Role::Agent) | (Self::Decide, Role::Approver)
+            (_, Role::Admin)
+                | (Self::Read, _)
+                | (Self::Write, Role::Agent)
+                | (Self::Decide, Role::Approver)
+                | (Self::Execute, Role::Agent | Role::Approver)
         )
     }
     fn describe(self) -> &'static str {
@@ -54,6 +60,7 @@ impl Permission {
             Self::Read => "read (any role)",
             Self::Write => "write (role agent or admin)",
             Self::Decide => "decide approvals (role approver or admin)",
+            Self::Execute => "start or cancel executions (role agent, approver or admin)",
         }
     }
 }

@@ -67,13 +67,8 @@ pub fn validate_agent_id(id: &str) -> Result<(), AppError> {
         return Err(AppError::invalid("agent_id must not be empty"));
     }
     check_len("agent_id", id, MAX_ID)?;
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
-    {
-        return Err(AppError::invalid(format!(
-            "agent_id '{id}' may only hold letters, digits and _ - . :"
-        )));
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')) {
+        return Err(AppError::invalid(format!("agent_id '{id}' may only hold letters, digits and _ - . :")));
     }
     Ok(())
 }
@@ -145,10 +140,7 @@ impl Agent {
         status: AgentStatus,
         now: DateTime<Utc>,
     ) -> Result<Option<EventPayload>, AppError> {
-        if !matches!(
-            status,
-            AgentStatus::Online | AgentStatus::Busy | AgentStatus::Idle
-        ) {
+        if !matches!(status, AgentStatus::Online | AgentStatus::Busy | AgentStatus::Idle) {
             return Err(AppError::invalid(format!(
                 "a heartbeat may report online, busy or idle, not {}",
                 status.as_str()
@@ -189,10 +181,7 @@ mod tests {
 
     #[test]
     fn heartbeats_only_emit_on_change_and_expiry_goes_offline() {
-        let reg = AgentRegistration {
-            id: "a1".into(),
-            ..Default::default()
-        };
+        let reg = AgentRegistration { id: "a1".into(), ..Default::default() };
         let now = Utc::now();
         let (mut a, _) = Agent::register(reg, "", now).unwrap();
         assert!(a.heartbeat(AgentStatus::Online, now).unwrap().is_some());

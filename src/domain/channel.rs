@@ -12,6 +12,9 @@ pub enum Channel {
     AgentStatus,
     Task(String),
     Agent(String),
+    Execution(String),
+    /// Approval requests and decisions of the tenant.
+    Approvals,
 }
 
 /// What the stored log is indexed by for a channel.
@@ -23,18 +26,20 @@ pub enum ChannelFilter<'a> {
 
 pub const TOPIC_TASKS: &str = "task_updates";
 pub const TOPIC_AGENTS: &str = "agent_status";
+pub const TOPIC_APPROVALS: &str = "approvals";
 const MAX_ID_LEN: usize = 128;
 
 impl Channel {
     pub fn parse(s: &str) -> Result<Self, AppError> {
         let unknown = || {
             AppError::invalid(format!(
-                "unknown channel '{s}': expected task_updates, agent_status, task:{{id}} or agent:{{id}}"
+                "unknown channel '{s}': expected task_updates, agent_status, approvals, task:{{id}}, agent:{{id}} or execution:{{id}}"
             ))
         };
         match s {
             TOPIC_TASKS => Ok(Self::TaskUpdates),
             TOPIC_AGENTS => Ok(Self::AgentStatus),
+            TOPIC_APPROVALS => Ok(Self::Approvals),
             _ => {
                 let (kind, id) = s.split_once(':').ok_or_else(unknown)?;
                 if id.is_empty() || id.len() > MAX_ID_LEN {
@@ -45,6 +50,7 @@ impl Channel {
                 match kind {
                     "task" => Ok(Self::Task(id.to_string())),
                     "agent" => Ok(Self::Agent(id.to_string())),
+                    "execution" => Ok(Self::Execution(id.to_string())),
                     _ => Err(unknown()),
                 }
             }
@@ -55,7 +61,8 @@ impl Channel {
         match self {
             Self::TaskUpdates => ChannelFilter::Topic(TOPIC_TASKS),
             Self::AgentStatus => ChannelFilter::Topic(TOPIC_AGENTS),
-            Self::Task(_) | Self::Agent(_) => ChannelFilter::Resource(self.to_string()),
+            Self::Approvals => ChannelFilter::Topic(TOPIC_APPROVALS),
+            Self::Task(_) | Self::Agent(_) | Self::Execution(_) => ChannelFilter::Resource(self.to_string()),
         }
     }
 }
@@ -67,6 +74,8 @@ impl fmt::Display for Channel {
             Self::AgentStatus => f.write_str(TOPIC_AGENTS),
             Self::Task(id) => write!(f, "task:{id}"),
             Self::Agent(id) => write!(f, "agent:{id}"),
+            Self::Execution(id) => write!(f, "execution:{id}"),
+            Self::Approvals => f.write_str(TOPIC_APPROVALS),
         }
     }
 }
@@ -77,7 +86,7 @@ mod tests {
 
     #[test]
     fn parses_and_prints_every_kind() {
-        for s in ["task_updates", "agent_status", "task:abc", "agent:a-1"] {
+        for s in ["task_updates", "agent_status", "approvals", "task:abc", "agent:a-1", "execution:e"] {
             assert_eq!(Channel::parse(s).unwrap().to_string(), s);
         }
     }

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::agent::AgentStatus;
-use super::channel::{Channel, TOPIC_AGENTS, TOPIC_TASKS};
+use super::channel::{Channel, TOPIC_AGENTS, TOPIC_APPROVALS, TOPIC_TASKS};
+use super::execution::ExecutionStatus;
 use super::task::TaskStatus;
 
 /// A stored event. `seq` is global, gap-free and only grows (see `storage`).
@@ -39,8 +40,7 @@ impl NewEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EventPayload {
     TaskCreated(TaskCreated),
     TaskProgress(TaskProgress),
@@ -48,6 +48,33 @@ pub enum EventPayload {
     TaskFailed(TaskFinished),
     TaskCancelled(TaskFinished),
     AgentUpdate(AgentUpdate),
+    /// Everything an execution does: `execution_created`, `execution_started`,
+    /// the executor's `thinking`, `tool_call`, `tool_result`, `message_delta`,
+    /// `subagent_start`, `subagent_end`, `complete`, `error`, and
+    /// `cancel_requested`, `cancelled`, `executor_detached`, `executor_reattached`.
+    Execution(ExecutionEvent),
+    /// `approval_required`, `approved`, `rejected`, `edited`, `responded`.
+    Approval(ApprovalEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionEvent {
+    pub execution_id: String,
+    #[serde(skip)]
+    pub kind: String,
+    pub status: ExecutionStatus,
+    #[serde(flatten)]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalEvent {
+    pub approval_id: String,
+    pub execution_id: String,
+    #[serde(skip)]
+    pub kind: String,
+    #[serde(flatten)]
+    pub data: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,8 +119,10 @@ pub struct AgentUpdate {
 }
 
 impl EventPayload {
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> &str {
         match self {
+            Self::Execution(e) => &e.kind,
+            Self::Approval(a) => &a.kind,
             Self::TaskCreated(_) => "task_created",
             Self::TaskProgress(_) => "task_progress",
             Self::TaskCompleted(_) => "task_completed",
@@ -103,10 +132,12 @@ impl EventPayload {
         }
     }
 
-    /// The topic channel every event of this kind goes to.
+    /// The topic channel every event of this kind goes to ("" for none).
     pub fn topic(&self) -> &'static str {
         match self {
             Self::AgentUpdate(_) => TOPIC_AGENTS,
+            Self::Approval(_) => TOPIC_APPROVALS,
+            Self::Execution(_) => "",
             _ => TOPIC_TASKS,
         }
     }
@@ -120,14 +151,17 @@ impl EventPayload {
                 Channel::Task(p.task_id.clone())
             }
             Self::AgentUpdate(p) => Channel::Agent(p.agent_id.clone()),
+            Self::Execution(e) => Channel::Execution(e.execution_id.clone()),
+            Self::Approval(a) => Channel::Execution(a.execution_id.clone()),
         }
     }
 
-    /// True for the last event a task will ever have.
+    /// True for the last event a task or execution will ever have.
     pub fn is_terminal(&self) -> bool {
         match self {
             Self::TaskCompleted(_) | Self::TaskFailed(_) | Self::TaskCancelled(_) => true,
             Self::TaskProgress(p) => p.status.is_terminal(),
+            Self::Execution(e) => e.status.is_terminal(),
             _ => false,
         }
     }
@@ -140,9 +174,15 @@ impl EventPayload {
 
     /// The JSON `data` object, as clients see it.
     pub fn data_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("payloads always serialize");
-        let data = v.get_mut("data").map(serde_json::Value::take).unwrap_or_default();
-        self.rename_detail(data)
+        let v = match self {
+            Self::TaskCreated(p) => serde_json::to_value(p),
+            Self::TaskProgress(p) => serde_json::to_value(p),
+            Self::TaskCompleted(p) | Self::TaskFailed(p) | Self::TaskCancelled(p) => serde_json::to_value(p),
+            Self::AgentUpdate(p) => serde_json::to_value(p),
+            Self::Execution(p) => serde_json::to_value(p),
+            Self::Approval(p) => serde_json::to_value(p),
+        };
+        self.rename_detail(v.expect("payloads always serialize"))
     }
 
     fn rename_detail(&self, mut data: serde_json::Value) -> serde_json::Value {
@@ -162,18 +202,49 @@ impl EventPayload {
 
     /// Rebuilds a payload from its stored type name and data.
     pub fn from_stored(event_type: &str, data: serde_json::Value) -> Result<Self, serde_json::Error> {
-        serde_json::from_value(serde_json::json!({ "type": event_type, "data": data }))
+        use serde_json::from_value as from;
+        Ok(match event_type {
+            "task_created" => Self::TaskCreated(from(data)?),
+            "task_progress" => Self::TaskProgress(from(data)?),
+            "task_completed" => Self::TaskCompleted(from(data)?),
+            "task_failed" => Self::TaskFailed(from(data)?),
+            "task_cancelled" => Self::TaskCancelled(from(data)?),
+            "agent_update" => Self::AgentUpdate(from(data)?),
+            kind if data.get("approval_id").is_some() => {
+                let mut a: ApprovalEvent = from(data)?;
+                a.kind = kind.into();
+                strip(&mut a.data, &["approval_id", "execution_id"]);
+                Self::Approval(a)
+            }
+            kind => {
+                let mut e: ExecutionEvent = from(data)?;
+                e.kind = kind.into();
+                strip(&mut e.data, &["execution_id", "status"]);
+                Self::Execution(e)
+            }
+        })
+    }
+}
+
+/// `#[serde(flatten)]` also collects the named fields into the rest; drop them.
+fn strip(data: &mut serde_json::Value, keys: &[&str]) {
+    if let Some(obj) = data.as_object_mut() {
+        for k in keys {
+            obj.remove(*k);
+        }
     }
 }
 
 impl Event {
-    /// Both channels the event is published on.
-    pub fn channels(&self) -> [Channel; 2] {
+    /// The channels the event is published on: its topic, if any, and its resource.
+    pub fn channels(&self) -> Vec<Channel> {
         let topic = match self.payload.topic() {
-            TOPIC_AGENTS => Channel::AgentStatus,
-            _ => Channel::TaskUpdates,
+            TOPIC_AGENTS => Some(Channel::AgentStatus),
+            TOPIC_APPROVALS => Some(Channel::Approvals),
+            TOPIC_TASKS => Some(Channel::TaskUpdates),
+            _ => None,
         };
-        [topic, self.payload.resource()]
+        topic.into_iter().chain([self.payload.resource()]).collect()
     }
 }
 

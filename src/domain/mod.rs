@@ -1,17 +1,21 @@
-//! The rules of Herald, free of transports and storage: the task and agent
-//! state machines, the event envelope, channels, callers and the one error type.
+//! The rules of Herald, free of transports and storage: the task, agent,
+//! execution and approval state machines, the event envelope, channels, callers and the one error type.
 //! Nothing here imports tonic, axum, prost or sea-orm.
 
 pub mod actor;
 pub mod agent;
+pub mod approval;
 pub mod channel;
 pub mod error;
 pub mod event;
+pub mod execution;
 pub mod task;
 
 pub use actor::{Actor, Permission, Role};
 pub use agent::{Agent, AgentRegistration, AgentStatus};
+pub use approval::{Approval, ApprovalRequest, Decision, DecisionKind};
 pub use channel::Channel;
 pub use error::{AppError, AppResult};
 pub use event::{Event, EventPayload, NewEvent};
+pub use execution::{Execution, ExecutionStatus, Report};
 pub use task::{NewTask, ProgressReport, Task, TaskStatus};

@@ -41,15 +41,9 @@ impl TaskStatus {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Pending,
-            Self::InProgress,
-            Self::Completed,
-            Self::Failed,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        [Self::Pending, Self::InProgress, Self::Completed, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 }
 
@@ -94,9 +88,7 @@ pub struct ProgressReport {
 pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), AppError> {
     let n = value.chars().count();
     if n > max {
-        return Err(AppError::invalid(format!(
-            "{field} is {n} characters long; the limit is {max}"
-        )));
+        return Err(AppError::invalid(format!("{field} is {n} characters long; the limit is {max}")));
     }
     Ok(())
 }
@@ -259,12 +251,7 @@ impl Task {
     ) -> EventPayload {
         self.updated_at = now;
         self.completed_at = Some(now);
-        kind(TaskFinished {
-            task_id: self.id.clone(),
-            status: self.status,
-            progress: self.progress,
-            detail,
-        })
+        kind(TaskFinished { task_id: self.id.clone(), status: self.status, progress: self.progress, detail })
     }
 }
 
@@ -273,18 +260,12 @@ mod tests {
     use super::*;
 
     fn task() -> Task {
-        let new = NewTask {
-            title: "t".into(),
-            ..Default::default()
-        };
+        let new = NewTask { title: "t".into(), ..Default::default() };
         Task::create("id".into(), new, "", "me", Utc::now()).unwrap().0
     }
 
     fn report(progress: i64) -> ProgressReport {
-        ProgressReport {
-            progress,
-            ..Default::default()
-        }
+        ProgressReport { progress, ..Default::default() }
     }
 
     #[test]
@@ -303,27 +284,15 @@ mod tests {
     #[test]
     fn illegal_transitions_are_refused() {
         let mut t = task();
-        assert!(matches!(
-            t.complete(String::new(), Utc::now()),
-            Err(AppError::FailedPrecondition(_))
-        ));
-        assert!(matches!(
-            t.report_progress(report(101), Utc::now()),
-            Err(AppError::InvalidArgument(_))
-        ));
+        assert!(matches!(t.complete(String::new(), Utc::now()), Err(AppError::FailedPrecondition(_))));
+        assert!(matches!(t.report_progress(report(101), Utc::now()), Err(AppError::InvalidArgument(_))));
         t.cancel(String::new(), Utc::now()).unwrap();
-        assert!(matches!(
-            t.start(Utc::now()),
-            Err(AppError::FailedPrecondition(_))
-        ));
+        assert!(matches!(t.start(Utc::now()), Err(AppError::FailedPrecondition(_))));
     }
 
     #[test]
     fn empty_titles_are_refused() {
-        let new = NewTask {
-            title: "  ".into(),
-            ..Default::default()
-        };
+        let new = NewTask { title: "  ".into(), ..Default::default() };
         assert!(Task::create("id".into(), new, "", "me", Utc::now()).is_err());
     }
 }

@@ -17,10 +17,7 @@ type Reply<T> = Result<Response<T>, Status>;
 impl AgentService for Agents {
     async fn register_agent(&self, req: Request<pb::RegisterAgentRequest>) -> Reply<pb::Agent> {
         let actor = actor(&req)?;
-        let agent = self
-            .0
-            .register_agent(&actor, req.into_inner().try_into()?)
-            .await?;
+        let agent = self.0.register_agent(&actor, req.into_inner().try_into()?).await?;
         Ok(Response::new(agent.into()))
     }
 
@@ -34,18 +31,13 @@ impl AgentService for Agents {
 
     async fn get_agent(&self, req: Request<pb::GetAgentRequest>) -> Reply<pb::Agent> {
         let actor = actor(&req)?;
-        let agent = self
-            .0
-            .agent(&actor, &required_id("agent_id", &req.get_ref().agent_id)?)
-            .await?;
+        let agent = self.0.agent(&actor, &required_id("agent_id", &req.get_ref().agent_id)?).await?;
         Ok(Response::new(agent.into()))
     }
 
     async fn list_agents(&self, req: Request<pb::ListAgentsRequest>) -> Reply<pb::ListAgentsResponse> {
         let actor = actor(&req)?;
         let agents = self.0.agents(&actor).await?;
-        Ok(Response::new(pb::ListAgentsResponse {
-            agents: agents.into_iter().map(Into::into).collect(),
-        }))
+        Ok(Response::new(pb::ListAgentsResponse { agents: agents.into_iter().map(Into::into).collect() }))
     }
 }

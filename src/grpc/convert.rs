@@ -6,17 +6,14 @@ use prost_types::Timestamp;
 
 use crate::domain::event::{AgentUpdate, TaskCreated, TaskFinished, TaskProgress};
 use crate::domain::{
-    Agent, AgentRegistration, AgentStatus, AppError, Event, EventPayload, NewTask, ProgressReport, Task,
-    TaskStatus,
+    Agent, AgentRegistration, AgentStatus, AppError, Event, EventPayload, ExecutionStatus, NewTask,
+    ProgressReport, Task, TaskStatus,
 };
 use crate::proto as pb;
 use crate::storage::ProgressEntry;
 
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
+    Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 pub fn task_status(s: TaskStatus) -> pb::TaskStatus {
@@ -37,6 +34,18 @@ pub fn task_status_from(v: i32) -> Result<TaskStatus, AppError> {
         Ok(pb::TaskStatus::Failed) => Ok(TaskStatus::Failed),
         Ok(pb::TaskStatus::Cancelled) => Ok(TaskStatus::Cancelled),
         _ => Err(AppError::invalid(format!("status {v} is not a task status"))),
+    }
+}
+
+pub fn execution_status(s: ExecutionStatus) -> pb::ExecutionStatus {
+    match s {
+        ExecutionStatus::Queued => pb::ExecutionStatus::Queued,
+        ExecutionStatus::Running => pb::ExecutionStatus::Running,
+        ExecutionStatus::AwaitingApproval => pb::ExecutionStatus::AwaitingApproval,
+        ExecutionStatus::Detached => pb::ExecutionStatus::Detached,
+        ExecutionStatus::Completed => pb::ExecutionStatus::Completed,
+        ExecutionStatus::Failed => pb::ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled => pb::ExecutionStatus::Cancelled,
     }
 }
 
@@ -160,30 +169,21 @@ impl TryFrom<pb::RegisterAgentRequest> for AgentRegistration {
 }
 
 fn finished(p: TaskFinished) -> (String, i32, u32, String) {
-    (
-        p.task_id,
-        task_status(p.status).into(),
-        p.progress.into(),
-        p.detail,
-    )
+    (p.task_id, task_status(p.status).into(), p.progress.into(), p.detail)
 }
 
 pub fn payload(p: &EventPayload) -> pb::event::Payload {
     use pb::event::Payload;
     match p.clone() {
-        EventPayload::TaskCreated(TaskCreated {
-            task_id,
-            title,
-            description,
-            agent_id,
-            status,
-        }) => Payload::TaskCreated(pb::TaskCreated {
-            task_id,
-            title,
-            description,
-            agent_id: agent_id.unwrap_or_default(),
-            status: task_status(status).into(),
-        }),
+        EventPayload::TaskCreated(TaskCreated { task_id, title, description, agent_id, status }) => {
+            Payload::TaskCreated(pb::TaskCreated {
+                task_id,
+                title,
+                description,
+                agent_id: agent_id.unwrap_or_default(),
+                status: task_status(status).into(),
+            })
+        }
         EventPayload::TaskProgress(TaskProgress {
             task_id,
             status,
@@ -203,43 +203,34 @@ pub fn payload(p: &EventPayload) -> pb::event::Payload {
         }),
         EventPayload::TaskCompleted(f) => {
             let (task_id, status, progress, result) = finished(f);
-            Payload::TaskCompleted(pb::TaskCompleted {
-                task_id,
-                status,
-                progress,
-                result,
-            })
+            Payload::TaskCompleted(pb::TaskCompleted { task_id, status, progress, result })
         }
         EventPayload::TaskFailed(f) => {
             let (task_id, status, progress, error) = finished(f);
-            Payload::TaskFailed(pb::TaskFailed {
-                task_id,
-                status,
-                progress,
-                error,
-            })
+            Payload::TaskFailed(pb::TaskFailed { task_id, status, progress, error })
         }
         EventPayload::TaskCancelled(f) => {
             let (task_id, status, progress, reason) = finished(f);
-            Payload::TaskCancelled(pb::TaskCancelled {
-                task_id,
-                status,
-                progress,
-                reason,
+            Payload::TaskCancelled(pb::TaskCancelled { task_id, status, progress, reason })
+        }
+        EventPayload::AgentUpdate(AgentUpdate { agent_id, status, name, agent_type, capabilities }) => {
+            Payload::AgentUpdate(pb::AgentUpdate {
+                agent_id,
+                status: agent_status(status).into(),
+                name,
+                r#type: agent_type,
+                capabilities,
             })
         }
-        EventPayload::AgentUpdate(AgentUpdate {
-            agent_id,
-            status,
-            name,
-            agent_type,
-            capabilities,
-        }) => Payload::AgentUpdate(pb::AgentUpdate {
-            agent_id,
-            status: agent_status(status).into(),
-            name,
-            r#type: agent_type,
-            capabilities,
+        EventPayload::Execution(e) => Payload::ExecutionEvent(pb::ExecutionEvent {
+            status: execution_status(e.status).into(),
+            data: e.data.to_string(),
+            execution_id: e.execution_id,
+        }),
+        EventPayload::Approval(a) => Payload::ApprovalEvent(pb::ApprovalEvent {
+            data: a.data.to_string(),
+            approval_id: a.approval_id,
+            execution_id: a.execution_id,
         }),
     }
 }

@@ -40,9 +40,7 @@ impl EventService for Events {
         }
         let mut sub = self.0.subscription(&actor)?;
         sub.add(channels, r.after_seq);
-        Ok(Response::new(pump(sub, Vec::new(), |d| {
-            (convert::event(&d.event, &d.channel), false)
-        })))
+        Ok(Response::new(pump(sub, Vec::new(), |d| (convert::event(&d.event, &d.channel), false))))
     }
 
     async fn list_events(

@@ -43,15 +43,9 @@ const STREAM_BUFFER: usize = 64;
 pub async fn routes(app: App, verifier: Verifier) -> anyhow::Result<Routes> {
     let auth = interceptor(verifier);
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<proto::task_service_server::TaskServiceServer<tasks::Tasks>>()
-        .await;
-    health_reporter
-        .set_serving::<proto::agent_service_server::AgentServiceServer<agents::Agents>>()
-        .await;
-    health_reporter
-        .set_serving::<proto::event_service_server::EventServiceServer<events::Events>>()
-        .await;
+    health_reporter.set_serving::<proto::task_service_server::TaskServiceServer<tasks::Tasks>>().await;
+    health_reporter.set_serving::<proto::agent_service_server::AgentServiceServer<agents::Agents>>().await;
+    health_reporter.set_serving::<proto::event_service_server::EventServiceServer<events::Events>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -27,11 +27,7 @@ impl TaskService for Tasks {
 
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Reply<pb::Task> {
         let actor = actor(&req)?;
-        task(
-            self.0
-                .task(&actor, &required_id("id", &req.get_ref().id)?)
-                .await?,
-        )
+        task(self.0.task(&actor, &required_id("id", &req.get_ref().id)?).await?)
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Reply<pb::ListTasksResponse> {
@@ -39,18 +35,12 @@ impl TaskService for Tasks {
         let r = req.into_inner();
         let status = r.status.map(task_status_from).transpose()?;
         let tasks = self.0.tasks(&actor, status, r.limit).await?;
-        Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.into_iter().map(Into::into).collect(),
-        }))
+        Ok(Response::new(pb::ListTasksResponse { tasks: tasks.into_iter().map(Into::into).collect() }))
     }
 
     async fn start_task(&self, req: Request<pb::StartTaskRequest>) -> Reply<pb::Task> {
         let actor = actor(&req)?;
-        task(
-            self.0
-                .start_task(&actor, &required_id("id", &req.get_ref().id)?)
-                .await?,
-        )
+        task(self.0.start_task(&actor, &required_id("id", &req.get_ref().id)?).await?)
     }
 
     async fn report_progress(&self, req: Request<pb::ReportProgressRequest>) -> Reply<pb::Task> {
@@ -63,31 +53,19 @@ impl TaskService for Tasks {
     async fn complete_task(&self, req: Request<pb::CompleteTaskRequest>) -> Reply<pb::Task> {
         let actor = actor(&req)?;
         let r = req.into_inner();
-        task(
-            self.0
-                .complete_task(&actor, &required_id("id", &r.id)?, r.result)
-                .await?,
-        )
+        task(self.0.complete_task(&actor, &required_id("id", &r.id)?, r.result).await?)
     }
 
     async fn fail_task(&self, req: Request<pb::FailTaskRequest>) -> Reply<pb::Task> {
         let actor = actor(&req)?;
         let r = req.into_inner();
-        task(
-            self.0
-                .fail_task(&actor, &required_id("id", &r.id)?, r.error)
-                .await?,
-        )
+        task(self.0.fail_task(&actor, &required_id("id", &r.id)?, r.error).await?)
     }
 
     async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Reply<pb::Task> {
         let actor = actor(&req)?;
         let r = req.into_inner();
-        task(
-            self.0
-                .cancel_task(&actor, &required_id("id", &r.id)?, r.reason)
-                .await?,
-        )
+        task(self.0.cancel_task(&actor, &required_id("id", &r.id)?, r.reason).await?)
     }
 
     async fn list_task_progress(
@@ -95,10 +73,7 @@ impl TaskService for Tasks {
         req: Request<pb::ListTaskProgressRequest>,
     ) -> Reply<pb::ListTaskProgressResponse> {
         let actor = actor(&req)?;
-        let entries = self
-            .0
-            .task_progress(&actor, &required_id("id", &req.get_ref().id)?)
-            .await?;
+        let entries = self.0.task_progress(&actor, &required_id("id", &req.get_ref().id)?).await?;
         Ok(Response::new(pb::ListTaskProgressResponse {
             entries: entries.into_iter().map(Into::into).collect(),
         }))
@@ -112,9 +87,7 @@ impl TaskService for Tasks {
         let mut sub = self.0.subscription(&actor)?;
         let snapshot = sub.add_task_snapshot(&id).await?;
         let done = snapshot.status.is_terminal();
-        let first = vec![pb::WatchTaskResponse {
-            item: Some(Item::Snapshot(snapshot.into())),
-        }];
+        let first = vec![pb::WatchTaskResponse { item: Some(Item::Snapshot(snapshot.into())) }];
         let stream = if done {
             // Nothing more will happen: the snapshot is the whole story.
             drop(sub);
@@ -124,12 +97,7 @@ impl TaskService for Tasks {
         } else {
             pump(sub, first, |d| {
                 let event = convert::event(&d.event, &d.channel);
-                (
-                    pb::WatchTaskResponse {
-                        item: Some(Item::Event(event)),
-                    },
-                    d.event.payload.is_terminal(),
-                )
+                (pb::WatchTaskResponse { item: Some(Item::Event(event)) }, d.event.payload.is_terminal())
             })
         };
         Ok(Response::new(stream))

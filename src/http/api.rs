@@ -29,10 +29,7 @@ pub struct Caller(pub Actor);
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = AppError;
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, AppError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         state.verifier.verify_bearer(header).map(Caller)
     }
 }
@@ -62,10 +59,7 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/tasks/export/{format}", get(export_tasks))
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/tasks/{id}/start", post(start_task))
-        .route(
-            "/api/v1/tasks/{id}/progress",
-            put(report_progress).get(progress_history),
-        )
+        .route("/api/v1/tasks/{id}/progress", put(report_progress).get(progress_history))
         .route("/api/v1/tasks/{id}/complete", post(complete_task))
         .route("/api/v1/tasks/{id}/fail", post(fail_task))
         .route("/api/v1/tasks/{id}/cancel", post(cancel_task))
@@ -89,19 +83,8 @@ struct CreateTask {
 }
 
 async fn create_task(State(s): State<ApiState>, Caller(a): Caller, Body(b): Body<CreateTask>) -> ApiResult {
-    let title = b
-        .title
-        .ok_or_else(|| AppError::invalid("missing field 'title'"))?;
-    ok(s.app
-        .create_task(
-            &a,
-            NewTask {
-                title,
-                description: b.description,
-                agent_id: b.agent_id,
-            },
-        )
-        .await?)
+    let title = b.title.ok_or_else(|| AppError::invalid("missing field 'title'"))?;
+    ok(s.app.create_task(&a, NewTask { title, description: b.description, agent_id: b.agent_id }).await?)
 }
 
 #[derive(Deserialize)]
@@ -152,16 +135,8 @@ async fn report_progress(
     Path(id): Path<String>,
     Body(b): Body<Progress>,
 ) -> ApiResult {
-    let progress = b
-        .progress
-        .ok_or_else(|| AppError::invalid("missing field 'progress'"))?;
-    let report = ProgressReport {
-        progress,
-        step: b.step,
-        tool: b.tool,
-        message: b.message,
-        error: b.error,
-    };
+    let progress = b.progress.ok_or_else(|| AppError::invalid("missing field 'progress'"))?;
+    let report = ProgressReport { progress, step: b.step, tool: b.tool, message: b.message, error: b.error };
     ok(s.app.report_progress(&a, &id, report).await?)
 }
 
@@ -186,9 +161,7 @@ async fn complete_task(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    ok(s.app
-        .complete_task(&a, &id, detail(&body)?.result.unwrap_or_default())
-        .await?)
+    ok(s.app.complete_task(&a, &id, detail(&body)?.result.unwrap_or_default()).await?)
 }
 
 async fn fail_task(
@@ -197,9 +170,7 @@ async fn fail_task(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    ok(s.app
-        .fail_task(&a, &id, detail(&body)?.error.unwrap_or_default())
-        .await?)
+    ok(s.app.fail_task(&a, &id, detail(&body)?.error.unwrap_or_default()).await?)
 }
 
 async fn cancel_task(
@@ -208,9 +179,7 @@ async fn cancel_task(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    ok(s.app
-        .cancel_task(&a, &id, detail(&body)?.reason.unwrap_or_default())
-        .await?)
+    ok(s.app.cancel_task(&a, &id, detail(&body)?.reason.unwrap_or_default()).await?)
 }
 
 #[derive(Deserialize)]
@@ -235,13 +204,7 @@ async fn task_events(
 }
 
 async fn progress_history(State(s): State<ApiState>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult {
-    let entries: Vec<Value> = s
-        .app
-        .task_progress(&a, &id)
-        .await?
-        .iter()
-        .map(progress_json)
-        .collect();
+    let entries: Vec<Value> = s.app.task_progress(&a, &id).await?.iter().map(progress_json).collect();
     ok(json!({ "task_id": id, "progress": entries }))
 }
 
@@ -259,18 +222,12 @@ fn format(f: &str) -> Result<Format, AppError> {
     match f {
         "json" => Ok(Format::Json),
         "csv" => Ok(Format::Csv),
-        other => Err(AppError::invalid(format!(
-            "unknown export format '{other}': use json or csv"
-        ))),
+        other => Err(AppError::invalid(format!("unknown export format '{other}': use json or csv"))),
     }
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 fn csv_response(name: &str, header: &str, rows: impl Iterator<Item = Vec<String>>) -> Response {
@@ -281,15 +238,9 @@ fn csv_response(name: &str, header: &str, rows: impl Iterator<Item = Vec<String>
         out.push('\n');
     }
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        "text/csv; charset=utf-8".parse().expect("static"),
-    );
+    headers.insert(header::CONTENT_TYPE, "text/csv; charset=utf-8".parse().expect("static"));
     let disposition = format!("attachment; filename=\"{name}.csv\"");
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        disposition.parse().expect("ascii name"),
-    );
+    headers.insert(header::CONTENT_DISPOSITION, disposition.parse().expect("ascii name"));
     (headers, out).into_response()
 }
 
@@ -367,15 +318,8 @@ async fn register_agent(
     Caller(a): Caller,
     Body(b): Body<RegisterAgent>,
 ) -> ApiResult {
-    let id = b
-        .agent_id
-        .ok_or_else(|| AppError::invalid("missing field 'agent_id'"))?;
-    let reg = AgentRegistration {
-        id,
-        name: b.name,
-        agent_type: b.agent_type,
-        capabilities: b.capabilities,
-    };
+    let id = b.agent_id.ok_or_else(|| AppError::invalid("missing field 'agent_id'"))?;
+    let reg = AgentRegistration { id, name: b.name, agent_type: b.agent_type, capabilities: b.capabilities };
     ok(s.app.register_agent(&a, reg).await?)
 }
 

@@ -25,11 +25,7 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn new(event: Arc<Event>, channel: Arc<str>) -> Self {
-        Self {
-            event,
-            channel,
-            encoded: OnceLock::new(),
-        }
+        Self { event, channel, encoded: OnceLock::new() }
     }
 
     /// The transport's encoding of this delivery, computed by the first
@@ -59,6 +55,7 @@ pub struct Hub {
     collapsed: AtomicU64,
     overflowed: AtomicU64,
     shut_down: std::sync::atomic::AtomicBool,
+    taps: RwLock<Vec<tokio::sync::mpsc::UnboundedSender<Arc<Event>>>>,
 }
 
 /// Counters for the status endpoint.
@@ -82,21 +79,26 @@ impl Hub {
     pub fn subscriber(self: &Arc<Self>, capacity: usize) -> Subscriber {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(capacity));
-        self.outboxes
-            .write()
-            .expect("hub lock")
-            .insert(id, outbox.clone());
-        Subscriber {
-            hub: self.clone(),
-            id,
-            outbox,
-            keys: Vec::new(),
-        }
+        self.outboxes.write().expect("hub lock").insert(id, outbox.clone());
+        Subscriber { hub: self.clone(), id, outbox, keys: Vec::new() }
+    }
+
+    /// Every event of every tenant, for Herald's own consumers (the executor
+    /// dispatcher). Unbounded: their work per event is a map lookup.
+    pub fn tap(&self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<Event>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut taps = self.taps.write().expect("hub lock");
+        taps.retain(|t| !t.is_closed());
+        taps.push(tx);
+        rx
     }
 
     /// Hands a stored event to every subscriber of its channels.
     pub fn publish(&self, event: Arc<Event>) {
         self.published.fetch_add(1, Ordering::Relaxed);
+        for tap in self.taps.read().expect("hub lock").iter() {
+            let _ = tap.send(event.clone());
+        }
         let subs = self.subscribers.read().expect("hub lock");
         for channel in event.channels() {
             let name = channel.to_string();
@@ -134,11 +136,7 @@ impl Hub {
         let subs = self.subscribers.read().expect("hub lock");
         let mut per_channel: HashMap<String, usize> = HashMap::new();
         for ((tenant, channel), list) in subs.iter() {
-            let name = if tenant.is_empty() {
-                channel.clone()
-            } else {
-                format!("{tenant}/{channel}")
-            };
+            let name = if tenant.is_empty() { channel.clone() } else { format!("{tenant}/{channel}") };
             *per_channel.entry(name).or_default() += list.len();
         }
         HubStats {
@@ -167,9 +165,7 @@ impl Subscriber {
             return;
         }
         let mut subs = self.hub.subscribers.write().expect("hub lock");
-        subs.entry(key.clone())
-            .or_default()
-            .push((self.id, self.outbox.clone()));
+        subs.entry(key.clone()).or_default().push((self.id, self.outbox.clone()));
         self.keys.push(key);
     }
 

@@ -48,10 +48,7 @@ pub enum Next {
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Self {
-            state: Mutex::new(State {
-                queue: VecDeque::new(),
-                closed: None,
-            }),
+            state: Mutex::new(State { queue: VecDeque::new(), closed: None }),
             notify: Notify::new(),
             capacity: capacity.max(1),
             collapsed: AtomicU64::new(0),
@@ -167,13 +164,8 @@ mod tests {
                 error: false,
             })
         };
-        let event = Event {
-            seq,
-            tenant: String::new(),
-            timestamp: chrono::Utc::now(),
-            actor: "t".into(),
-            payload,
-        };
+        let event =
+            Event { seq, tenant: String::new(), timestamp: chrono::Utc::now(), actor: "t".into(), payload };
         Arc::new(Delivery::new(Arc::new(event), "task_updates".into()))
     }
 

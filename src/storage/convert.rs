@@ -3,8 +3,11 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::entities::{agent, event, progress, task};
-use crate::domain::{Agent, AgentStatus, AppError, Event, EventPayload, Task, TaskStatus};
+use super::entities::{agent, approval, event, execution, progress, task};
+use crate::domain::{
+    Agent, AgentStatus, AppError, Approval, DecisionKind, Event, EventPayload, Execution, ExecutionStatus,
+    Task, TaskStatus,
+};
 
 pub fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -96,13 +99,7 @@ pub fn event_from_row(m: event::Model) -> Result<Event, AppError> {
         serde_json::from_str(&m.data).map_err(|_| corrupt("event data", &m.data))?;
     let payload =
         EventPayload::from_stored(&m.event_type, data).map_err(|_| corrupt("event", &m.event_type))?;
-    Ok(Event {
-        seq: m.seq as u64,
-        tenant: m.tenant,
-        timestamp: time(m.created_at),
-        actor: m.actor,
-        payload,
-    })
+    Ok(Event { seq: m.seq as u64, tenant: m.tenant, timestamp: time(m.created_at), actor: m.actor, payload })
 }
 
 pub fn event_to_row(e: &Event) -> event::Model {
@@ -122,33 +119,15 @@ pub fn event_to_row(e: &Event) -> event::Model {
 /// task's status or progress.
 pub fn progress_row(e: &Event) -> Option<progress::Model> {
     let (task_id, status, pct, step, tool, message, error) = match &e.payload {
-        EventPayload::TaskProgress(p) => (
-            &p.task_id,
-            p.status,
-            p.progress,
-            p.step.clone(),
-            p.tool.clone(),
-            p.message.clone(),
-            p.error,
-        ),
-        EventPayload::TaskCompleted(p) | EventPayload::TaskCancelled(p) => (
-            &p.task_id,
-            p.status,
-            p.progress,
-            String::new(),
-            String::new(),
-            p.detail.clone(),
-            false,
-        ),
-        EventPayload::TaskFailed(p) => (
-            &p.task_id,
-            p.status,
-            p.progress,
-            String::new(),
-            String::new(),
-            p.detail.clone(),
-            true,
-        ),
+        EventPayload::TaskProgress(p) => {
+            (&p.task_id, p.status, p.progress, p.step.clone(), p.tool.clone(), p.message.clone(), p.error)
+        }
+        EventPayload::TaskCompleted(p) | EventPayload::TaskCancelled(p) => {
+            (&p.task_id, p.status, p.progress, String::new(), String::new(), p.detail.clone(), false)
+        }
+        EventPayload::TaskFailed(p) => {
+            (&p.task_id, p.status, p.progress, String::new(), String::new(), p.detail.clone(), true)
+        }
         _ => return None,
     };
     Some(progress::Model {
@@ -162,4 +141,104 @@ pub fn progress_row(e: &Event) -> Option<progress::Model> {
         error,
         created_at: millis(e.timestamp),
     })
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    serde_json::to_string(v).expect("json serializes")
+}
+
+fn json_value(what: &str, s: &str) -> Result<serde_json::Value, AppError> {
+    serde_json::from_str(s).map_err(|_| corrupt(what, s))
+}
+
+pub fn execution_from_row(m: execution::Model) -> Result<Execution, AppError> {
+    Ok(Execution {
+        status: ExecutionStatus::parse(&m.status).ok_or_else(|| corrupt("execution status", &m.status))?,
+        input: json_value("execution input", &m.input)?,
+        id: m.id,
+        tenant: m.tenant,
+        agent_id: m.agent_id,
+        task_id: m.task_id,
+        output: m.output,
+        error: m.error,
+        cancel_requested: m.cancel_requested_at.is_some(),
+        cancel_requested_at: m.cancel_requested_at.map(time),
+        executor: m.executor,
+        detached_at: m.detached_at.map(time),
+        pending_approvals: m.pending_approvals.max(0) as u32,
+        created_by: m.created_by,
+        created_at: time(m.created_at),
+        updated_at: time(m.updated_at),
+        last_seq: m.last_seq as u64,
+    })
+}
+
+pub fn execution_to_row(e: &Execution) -> execution::Model {
+    execution::Model {
+        id: e.id.clone(),
+        tenant: e.tenant.clone(),
+        agent_id: e.agent_id.clone(),
+        task_id: e.task_id.clone(),
+        input: json_text(&e.input),
+        status: e.status.as_str().into(),
+        output: e.output.clone(),
+        error: e.error.clone(),
+        cancel_requested_at: e.cancel_requested_at.map(millis),
+        executor: e.executor.clone(),
+        detached_at: e.detached_at.map(millis),
+        pending_approvals: e.pending_approvals as i32,
+        created_by: e.created_by.clone(),
+        created_at: millis(e.created_at),
+        updated_at: millis(e.updated_at),
+        last_seq: e.last_seq as i64,
+    }
+}
+
+pub fn approval_from_row(m: approval::Model) -> Result<Approval, AppError> {
+    let decision = match &m.decision {
+        Some(d) => Some(serde_json::from_str(d).map_err(|_| corrupt("approval decision", d))?),
+        None => None,
+    };
+    Ok(Approval {
+        arguments: json_value("approval arguments", &m.arguments)?,
+        allowed_decisions: serde_json::from_str(&m.allowed_decisions)
+            .map_err(|_| corrupt("allowed decisions", &m.allowed_decisions))?,
+        arguments_schema: m
+            .arguments_schema
+            .as_deref()
+            .map(|s| json_value("arguments schema", s))
+            .transpose()?,
+        deadline_decision: DecisionKind::parse(&m.deadline_decision)
+            .ok_or_else(|| corrupt("deadline decision", &m.deadline_decision))?,
+        id: m.id,
+        tenant: m.tenant,
+        execution_id: m.execution_id,
+        tool_call_id: m.tool_call_id,
+        action: m.action,
+        deadline: m.deadline.map(time),
+        requested_by: m.requested_by,
+        requested_at: time(m.requested_at),
+        decision,
+        last_seq: m.last_seq as u64,
+    })
+}
+
+pub fn approval_to_row(a: &Approval) -> approval::Model {
+    approval::Model {
+        id: a.id.clone(),
+        tenant: a.tenant.clone(),
+        execution_id: a.execution_id.clone(),
+        tool_call_id: a.tool_call_id.clone(),
+        action: a.action.clone(),
+        arguments: json_text(&a.arguments),
+        allowed_decisions: serde_json::to_string(&a.allowed_decisions).expect("serializes"),
+        arguments_schema: a.arguments_schema.as_ref().map(json_text),
+        deadline: a.deadline.map(millis),
+        deadline_decision: a.deadline_decision.as_str().into(),
+        requested_by: a.requested_by.clone(),
+        requested_at: millis(a.requested_at),
+        decision: a.decision.as_ref().map(|d| serde_json::to_string(d).expect("serializes")),
+        decided_at: a.decision.as_ref().map(|d| millis(d.decided_at)),
+        last_seq: a.last_seq as i64,
+    }
 }

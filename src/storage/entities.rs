@@ -104,3 +104,65 @@ pub mod event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod execution {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "executions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub tenant: String,
+        pub agent_id: String,
+        pub task_id: Option<String>,
+        pub input: String,
+        pub status: String,
+        pub output: String,
+        pub error: String,
+        pub cancel_requested_at: Option<i64>,
+        pub executor: Option<String>,
+        pub detached_at: Option<i64>,
+        pub pending_approvals: i32,
+        pub created_by: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub last_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod approval {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "approvals")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub tenant: String,
+        pub execution_id: String,
+        pub tool_call_id: String,
+        pub action: String,
+        pub arguments: String,
+        pub allowed_decisions: String,
+        pub arguments_schema: Option<String>,
+        pub deadline: Option<i64>,
+        pub deadline_decision: String,
+        pub requested_by: String,
+        pub requested_at: i64,
+        /// The whole decision as JSON, null while pending.
+        pub decision: Option<String>,
+        pub decided_at: Option<i64>,
+        pub last_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

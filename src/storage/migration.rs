@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Core)]
+        vec![Box::new(M0001Core), Box::new(M0002Hitl)]
     }
 }
 
@@ -56,10 +56,48 @@ const M0001: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Core {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for sql in M0001 {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        apply(manager, M0001).await
     }
+}
+
+struct M0002Hitl;
+
+impl MigrationName for M0002Hitl {
+    fn name(&self) -> &str {
+        "m0002_hitl"
+    }
+}
+
+const M0002: &[&str] = &[
+    "CREATE TABLE executions (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, agent_id TEXT NOT NULL, task_id TEXT,
+        input TEXT NOT NULL, status TEXT NOT NULL, output TEXT NOT NULL, error TEXT NOT NULL,
+        cancel_requested_at BIGINT, executor TEXT, detached_at BIGINT,
+        pending_approvals INTEGER NOT NULL, created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, last_seq BIGINT NOT NULL)",
+    "CREATE INDEX executions_by_agent ON executions (tenant, agent_id, status)",
+    "CREATE INDEX executions_by_status ON executions (status)",
+    "CREATE TABLE approvals (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, execution_id TEXT NOT NULL,
+        tool_call_id TEXT NOT NULL, action TEXT NOT NULL, arguments TEXT NOT NULL,
+        allowed_decisions TEXT NOT NULL, arguments_schema TEXT, deadline BIGINT,
+        deadline_decision TEXT NOT NULL, requested_by TEXT NOT NULL, requested_at BIGINT NOT NULL,
+        decision TEXT, decided_at BIGINT, last_seq BIGINT NOT NULL)",
+    "CREATE INDEX approvals_by_execution ON approvals (execution_id)",
+    "CREATE INDEX approvals_pending ON approvals (tenant, decided_at)",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Hitl {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        apply(manager, M0002).await
+    }
+}
+
+async fn apply(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for sql in statements {
+        db.execute_unprepared(sql).await?;
+    }
+    Ok(())
 }

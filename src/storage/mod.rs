@@ -17,11 +17,11 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 
 pub use convert::{millis, time};
-use entities::{agent, event, progress, task};
+use entities::{agent, approval, event, execution, progress, task};
 pub use unit::{Committed, UnitOfWork};
 
 use crate::domain::channel::ChannelFilter;
-use crate::domain::{Agent, AppError, AppResult, Channel, Event, Task, TaskStatus};
+use crate::domain::{Agent, AppError, AppResult, Approval, Channel, Event, Execution, Task, TaskStatus};
 
 /// One entry of a task's progress history.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +165,86 @@ impl Store {
             .await
             .map_err(db_err)?;
         rows.into_iter().map(convert::agent_from_row).collect()
+    }
+
+    pub async fn execution(&self, tenant: &str, id: &str) -> AppResult<Execution> {
+        let row = execution::Entity::find_by_id(id.to_string())
+            .filter(execution::Column::Tenant.eq(tenant))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| AppError::not_found(format!("execution {id} not found")))?;
+        convert::execution_from_row(row)
+    }
+
+    pub async fn approval(&self, tenant: &str, id: &str) -> AppResult<Approval> {
+        let row = approval::Entity::find_by_id(id.to_string())
+            .filter(approval::Column::Tenant.eq(tenant))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| AppError::not_found(format!("approval {id} not found")))?;
+        convert::approval_from_row(row)
+    }
+
+    /// Approvals of one execution, oldest first.
+    pub async fn approvals_of(&self, execution_id: &str) -> AppResult<Vec<Approval>> {
+        let rows = approval::Entity::find()
+            .filter(approval::Column::ExecutionId.eq(execution_id))
+            .order_by_asc(approval::Column::RequestedAt)
+            .order_by_asc(approval::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(convert::approval_from_row).collect()
+    }
+
+    pub async fn pending_approvals(&self, tenant: &str) -> AppResult<Vec<Approval>> {
+        let rows = approval::Entity::find()
+            .filter(approval::Column::Tenant.eq(tenant))
+            .filter(approval::Column::DecidedAt.is_null())
+            .order_by_asc(approval::Column::RequestedAt)
+            .limit(1000)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(convert::approval_from_row).collect()
+    }
+
+    /// Pending approvals of every tenant whose deadline passed: (tenant, id).
+    pub async fn overdue_approvals(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<Vec<(String, String)>> {
+        let rows = approval::Entity::find()
+            .filter(approval::Column::DecidedAt.is_null())
+            .filter(approval::Column::Deadline.lte(millis(now)))
+            .limit(1000)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(|r| (r.tenant, r.id)).collect())
+    }
+
+    /// Executions detached before `cutoff`, or whose cancel was requested
+    /// before `cutoff`, and not finished: (tenant, id).
+    pub async fn stale_executions(
+        &self,
+        detached_before: chrono::DateTime<chrono::Utc>,
+        cancel_before: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<Vec<(String, String)>> {
+        let rows = execution::Entity::find()
+            .filter(execution::Column::Status.is_not_in(["completed", "failed", "cancelled"]))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(execution::Column::DetachedAt.lt(millis(detached_before)))
+                    .add(execution::Column::CancelRequestedAt.lt(millis(cancel_before))),
+            )
+            .limit(1000)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(|r| (r.tenant, r.id)).collect())
     }
 
     /// Agents of every tenant not seen since `cutoff` and not yet offline.

@@ -3,16 +3,22 @@
 //! it; `commit` numbers the events and writes each changed row once.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, QueryFilter, QuerySelect, Statement, TransactionTrait,
+    IntoActiveModel, QueryFilter, QuerySelect, Select, Statement, TransactionTrait,
 };
 
-use super::convert::{self, agent_to_row, event_to_row, progress_row, task_to_row};
+use super::convert::{
+    self, agent_to_row, approval_to_row, event_to_row, execution_to_row, progress_row, task_to_row,
+};
 use super::db_err;
-use super::entities::{agent, event, progress, task};
-use crate::domain::{Agent, AppError, AppResult, Channel, Event, NewEvent, Task};
+use super::entities::{agent, approval, event, execution, progress, task};
+use crate::domain::{
+    Agent, AppError, AppResult, Approval, Channel, Event, EventPayload, Execution, ExecutionStatus, NewEvent,
+    Task,
+};
 
 const INSERT_CHUNK: usize = 500;
 
@@ -22,97 +28,199 @@ struct Entry<T> {
     dirty: bool,
 }
 
+/// Rows this unit of work has read or changed, by key.
+struct Cache<K, T>(HashMap<K, Entry<T>>);
+
+impl<K: Hash + Eq, T: Clone> Cache<K, T> {
+    fn new() -> Self {
+        Self(HashMap::new())
+    }
+    fn get(&self, k: &K) -> Option<T> {
+        self.0.get(k).map(|e| e.value.clone())
+    }
+    /// Remembers a row as read; a row already cached (maybe changed) wins.
+    fn loaded(&mut self, k: K, value: T) -> T {
+        self.0.entry(k).or_insert(Entry { value, is_new: false, dirty: false }).value.clone()
+    }
+    fn put(&mut self, k: K, value: T, is_new: bool) {
+        let is_new = is_new || self.0.get(&k).is_some_and(|e| e.is_new);
+        self.0.insert(k, Entry { value, is_new, dirty: true });
+    }
+    fn get_mut(&mut self, k: &K) -> Option<&mut T> {
+        self.0.get_mut(k).map(|e| &mut e.value)
+    }
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.values().map(|e| &e.value)
+    }
+    /// Changed rows: (inserts, updates).
+    fn rows<M>(&self, to_row: fn(&T) -> M) -> (Vec<M>, Vec<M>) {
+        let mut new = Vec::new();
+        let mut changed = Vec::new();
+        for e in self.0.values().filter(|e| e.dirty) {
+            if e.is_new { new.push(to_row(&e.value)) } else { changed.push(to_row(&e.value)) }
+        }
+        (new, changed)
+    }
+    fn into_map(self) -> HashMap<K, T> {
+        self.0.into_iter().map(|(k, e)| (k, e.value)).collect()
+    }
+}
+
 pub struct UnitOfWork {
     txn: DatabaseTransaction,
-    tasks: HashMap<String, Entry<Task>>,
-    agents: HashMap<(String, String), Entry<Agent>>,
+    tasks: Cache<String, Task>,
+    agents: Cache<(String, String), Agent>,
+    executions: Cache<String, Execution>,
+    approvals: Cache<String, Approval>,
     events: Vec<NewEvent>,
+}
+
+fn not_found(what: &str, id: &str) -> AppError {
+    AppError::not_found(format!("{what} {id} not found"))
 }
 
 impl UnitOfWork {
     pub(super) async fn begin(db: &DatabaseConnection) -> AppResult<Self> {
         Ok(Self {
             txn: db.begin().await.map_err(db_err)?,
-            tasks: HashMap::new(),
-            agents: HashMap::new(),
+            tasks: Cache::new(),
+            agents: Cache::new(),
+            executions: Cache::new(),
+            approvals: Cache::new(),
             events: Vec::new(),
         })
     }
 
     /// The task as this unit of work sees it; the row is locked on PostgreSQL.
     pub async fn task(&mut self, tenant: &str, id: &str) -> AppResult<Task> {
-        if let Some(e) = self.tasks.get(id) {
-            return if e.value.tenant == tenant {
-                Ok(e.value.clone())
-            } else {
-                Err(AppError::not_found(format!("task {id} not found")))
-            };
+        let t = match self.tasks.get(&id.to_string()) {
+            Some(t) => t,
+            None => {
+                let row = task::Entity::find_by_id(id.to_string())
+                    .lock_exclusive()
+                    .one(&self.txn)
+                    .await
+                    .map_err(db_err)?
+                    .ok_or_else(|| not_found("task", id))?;
+                self.tasks.loaded(id.to_string(), convert::task_from_row(row)?)
+            }
+        };
+        // Another tenant's task is "not found": its existence is not leaked.
+        if t.tenant != tenant {
+            return Err(not_found("task", id));
         }
-        let row = task::Entity::find_by_id(id.to_string())
-            .filter(task::Column::Tenant.eq(tenant))
-            .lock_exclusive()
-            .one(&self.txn)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| AppError::not_found(format!("task {id} not found")))?;
-        let t = convert::task_from_row(row)?;
-        self.tasks.insert(
-            id.to_string(),
-            Entry {
-                value: t.clone(),
-                is_new: false,
-                dirty: false,
-            },
-        );
         Ok(t)
     }
 
     pub fn put_task(&mut self, task: Task, is_new: bool) {
-        let is_new = is_new || self.tasks.get(&task.id).is_some_and(|e| e.is_new);
-        self.tasks.insert(
-            task.id.clone(),
-            Entry {
-                value: task,
-                is_new,
-                dirty: true,
-            },
-        );
+        self.tasks.put(task.id.clone(), task, is_new);
     }
 
     pub async fn agent(&mut self, tenant: &str, id: &str) -> AppResult<Option<Agent>> {
         let key = (tenant.to_string(), id.to_string());
-        if let Some(e) = self.agents.get(&key) {
-            return Ok(Some(e.value.clone()));
+        if let Some(a) = self.agents.get(&key) {
+            return Ok(Some(a));
         }
-        let row = agent::Entity::find_by_id(key.clone())
-            .lock_exclusive()
-            .one(&self.txn)
-            .await
-            .map_err(db_err)?;
+        let row =
+            agent::Entity::find_by_id(key.clone()).lock_exclusive().one(&self.txn).await.map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
-        let a = convert::agent_from_row(row)?;
-        self.agents.insert(
-            key,
-            Entry {
-                value: a.clone(),
-                is_new: false,
-                dirty: false,
-            },
-        );
-        Ok(Some(a))
+        Ok(Some(self.agents.loaded(key, convert::agent_from_row(row)?)))
     }
 
     pub fn put_agent(&mut self, agent: Agent, is_new: bool) {
-        let key = (agent.tenant.clone(), agent.id.clone());
-        let is_new = is_new || self.agents.get(&key).is_some_and(|e| e.is_new);
-        self.agents.insert(
-            key,
-            Entry {
-                value: agent,
-                is_new,
-                dirty: true,
-            },
-        );
+        self.agents.put((agent.tenant.clone(), agent.id.clone()), agent, is_new);
+    }
+
+    pub async fn execution(&mut self, tenant: &str, id: &str) -> AppResult<Execution> {
+        let e = match self.executions.get(&id.to_string()) {
+            Some(e) => e,
+            None => {
+                let row = execution::Entity::find_by_id(id.to_string())
+                    .lock_exclusive()
+                    .one(&self.txn)
+                    .await
+                    .map_err(db_err)?
+                    .ok_or_else(|| not_found("execution", id))?;
+                self.executions.loaded(id.to_string(), convert::execution_from_row(row)?)
+            }
+        };
+        if e.tenant != tenant {
+            return Err(not_found("execution", id));
+        }
+        Ok(e)
+    }
+
+    /// Executions matching `query`, locked, as this unit of work sees them.
+    pub async fn executions_where(
+        &mut self,
+        query: Select<execution::Entity>,
+        keep: impl Fn(&Execution) -> bool,
+    ) -> AppResult<Vec<Execution>> {
+        let rows = query.lock_exclusive().all(&self.txn).await.map_err(db_err)?;
+        for row in rows {
+            let e = convert::execution_from_row(row)?;
+            self.executions.loaded(e.id.clone(), e);
+        }
+        let mut found: Vec<Execution> = self.executions.values().filter(|e| keep(e)).cloned().collect();
+        found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(found)
+    }
+
+    /// Queued executions of an agent, oldest first.
+    pub async fn queued_executions(&mut self, tenant: &str, agent_id: &str) -> AppResult<Vec<Execution>> {
+        let q = execution::Entity::find()
+            .filter(execution::Column::Tenant.eq(tenant))
+            .filter(execution::Column::AgentId.eq(agent_id))
+            .filter(execution::Column::Status.is_in(["queued", "detached"]));
+        self.executions_where(q, |e| {
+            e.tenant == tenant
+                && e.agent_id == agent_id
+                && matches!(e.status, ExecutionStatus::Queued | ExecutionStatus::Detached)
+        })
+        .await
+    }
+
+    /// Executions an executor session is running.
+    pub async fn executions_of(&mut self, executor: &str) -> AppResult<Vec<Execution>> {
+        let q = execution::Entity::find().filter(execution::Column::Executor.eq(executor));
+        self.executions_where(q, |e| e.executor.as_deref() == Some(executor)).await
+    }
+
+    /// Every execution some executor was running (at start-up, none is attached).
+    pub async fn attached_executions(&mut self) -> AppResult<Vec<Execution>> {
+        let q = execution::Entity::find()
+            .filter(execution::Column::Status.is_in(["running", "awaiting_approval"]));
+        self.executions_where(q, |e| {
+            matches!(e.status, ExecutionStatus::Running | ExecutionStatus::AwaitingApproval)
+        })
+        .await
+    }
+
+    pub fn put_execution(&mut self, e: Execution, is_new: bool) {
+        self.executions.put(e.id.clone(), e, is_new);
+    }
+
+    pub async fn approval(&mut self, tenant: &str, id: &str) -> AppResult<Approval> {
+        let a = match self.approvals.get(&id.to_string()) {
+            Some(a) => a,
+            None => {
+                let row = approval::Entity::find_by_id(id.to_string())
+                    .lock_exclusive()
+                    .one(&self.txn)
+                    .await
+                    .map_err(db_err)?
+                    .ok_or_else(|| not_found("approval", id))?;
+                self.approvals.loaded(id.to_string(), convert::approval_from_row(row)?)
+            }
+        };
+        if a.tenant != tenant {
+            return Err(not_found("approval", id));
+        }
+        Ok(a)
+    }
+
+    pub fn put_approval(&mut self, a: Approval, is_new: bool) {
+        self.approvals.put(a.id.clone(), a, is_new);
     }
 
     pub fn emit(&mut self, event: NewEvent) {
@@ -125,20 +233,33 @@ impl UnitOfWork {
     }
 
     /// Numbers the events, writes every changed row once and commits. Returns
-    /// the stored events in seq order, and the final state of changed tasks and
-    /// agents, for the writer to publish and answer with.
+    /// the stored events in seq order and the final state of what changed.
     pub async fn commit(mut self) -> AppResult<Committed> {
         let events = self.number_events().await?;
         for e in &events {
-            match e.payload.resource() {
-                Channel::Task(id) => {
-                    if let Some(t) = self.tasks.get_mut(&id) {
-                        t.value.last_seq = e.seq;
+            let seq = e.seq;
+            match (&e.payload, e.payload.resource()) {
+                (EventPayload::Approval(a), _) => {
+                    if let Some(x) = self.approvals.get_mut(&a.approval_id) {
+                        x.last_seq = seq;
+                    }
+                    if let Some(x) = self.executions.get_mut(&a.execution_id) {
+                        x.last_seq = seq;
                     }
                 }
-                Channel::Agent(id) => {
+                (_, Channel::Task(id)) => {
+                    if let Some(t) = self.tasks.get_mut(&id) {
+                        t.last_seq = seq;
+                    }
+                }
+                (_, Channel::Agent(id)) => {
                     if let Some(a) = self.agents.get_mut(&(e.tenant.clone(), id)) {
-                        a.value.last_seq = e.seq;
+                        a.last_seq = seq;
+                    }
+                }
+                (_, Channel::Execution(id)) => {
+                    if let Some(x) = self.executions.get_mut(&id) {
+                        x.last_seq = seq;
                     }
                 }
                 _ => {}
@@ -148,8 +269,10 @@ impl UnitOfWork {
         self.txn.commit().await.map_err(db_err)?;
         Ok(Committed {
             events,
-            tasks: self.tasks.into_iter().map(|(k, e)| (k, e.value)).collect(),
-            agents: self.agents.into_iter().map(|(k, e)| (k, e.value)).collect(),
+            tasks: self.tasks.into_map(),
+            agents: self.agents.into_map(),
+            executions: self.executions.into_map(),
+            approvals: self.approvals.into_map(),
         })
     }
 
@@ -189,24 +312,10 @@ impl UnitOfWork {
 
     async fn write_rows(&self, events: &[Event]) -> AppResult<()> {
         let txn = &self.txn;
-        let (new_tasks, changed_tasks) = split(self.tasks.values(), task_to_row);
-        insert_all::<task::Entity, task::ActiveModel>(txn, new_tasks).await?;
-        for row in changed_tasks {
-            row.into_active_model()
-                .reset_all()
-                .update(txn)
-                .await
-                .map_err(db_err)?;
-        }
-        let (new_agents, changed_agents) = split(self.agents.values(), agent_to_row);
-        insert_all::<agent::Entity, agent::ActiveModel>(txn, new_agents).await?;
-        for row in changed_agents {
-            row.into_active_model()
-                .reset_all()
-                .update(txn)
-                .await
-                .map_err(db_err)?;
-        }
+        write::<task::Entity, _, _>(txn, self.tasks.rows(task_to_row)).await?;
+        write::<agent::Entity, _, _>(txn, self.agents.rows(agent_to_row)).await?;
+        write::<execution::Entity, _, _>(txn, self.executions.rows(execution_to_row)).await?;
+        write::<approval::Entity, _, _>(txn, self.approvals.rows(approval_to_row)).await?;
         insert_all::<event::Entity, event::ActiveModel>(txn, events.iter().map(event_to_row).collect())
             .await?;
         insert_all::<progress::Entity, progress::ActiveModel>(
@@ -222,19 +331,21 @@ pub struct Committed {
     pub events: Vec<Event>,
     pub tasks: HashMap<String, Task>,
     pub agents: HashMap<(String, String), Agent>,
+    pub executions: HashMap<String, Execution>,
+    pub approvals: HashMap<String, Approval>,
 }
 
-fn split<'a, T: 'a, M>(entries: impl Iterator<Item = &'a Entry<T>>, to_row: fn(&T) -> M) -> (Vec<M>, Vec<M>) {
-    let mut new = Vec::new();
-    let mut changed = Vec::new();
-    for e in entries.filter(|e| e.dirty) {
-        if e.is_new {
-            new.push(to_row(&e.value))
-        } else {
-            changed.push(to_row(&e.value))
-        }
+async fn write<E, A, M>(txn: &DatabaseTransaction, (new, changed): (Vec<M>, Vec<M>)) -> AppResult<()>
+where
+    E: EntityTrait<ActiveModel = A, Model = M>,
+    A: ActiveModelTrait<Entity = E> + Send + sea_orm::ActiveModelBehavior,
+    M: IntoActiveModel<A> + sea_orm::ModelTrait<Entity = E> + Send + Sync,
+{
+    insert_all::<E, A>(txn, new).await?;
+    for row in changed {
+        row.into_active_model().reset_all().update(txn).await.map_err(db_err)?;
     }
-    (new, changed)
+    Ok(())
 }
 
 async fn insert_all<E, A>(txn: &DatabaseTransaction, rows: Vec<E::Model>) -> AppResult<()>
@@ -245,15 +356,9 @@ where
 {
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let chunk: Vec<A> = rows
-            .by_ref()
-            .take(INSERT_CHUNK)
-            .map(|m| m.into_active_model().reset_all())
-            .collect();
-        E::insert_many(chunk)
-            .exec_without_returning(txn)
-            .await
-            .map_err(db_err)?;
+        let chunk: Vec<A> =
+            rows.by_ref().take(INSERT_CHUNK).map(|m| m.into_active_model().reset_all()).collect();
+        E::insert_many(chunk).exec_without_returning(txn).await.map_err(db_err)?;
     }
     Ok(())
 }

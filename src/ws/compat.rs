@@ -167,11 +167,8 @@ fn frame(style: Style, e: &Event) -> Value {
         Style::AgentProgress => {
             let (step, tool, message, percent, error) = match &e.payload {
                 EventPayload::TaskProgress(p) => {
-                    let step = if p.status == TaskStatus::Completed {
-                        "completed".into()
-                    } else {
-                        p.step.clone()
-                    };
+                    let step =
+                        if p.status == TaskStatus::Completed { "completed".into() } else { p.step.clone() };
                     (step, p.tool.clone(), p.message.clone(), p.progress, p.error)
                 }
                 EventPayload::TaskCompleted(f) => {
@@ -180,16 +177,13 @@ fn frame(style: Style, e: &Event) -> Value {
                 EventPayload::TaskFailed(f) => {
                     ("failed".into(), String::new(), f.detail.clone(), f.progress, true)
                 }
-                EventPayload::TaskCancelled(f) => (
-                    "failed".into(),
-                    String::new(),
-                    format!("cancelled: {}", f.detail),
-                    f.progress,
-                    true,
-                ),
-                EventPayload::TaskCreated(_) | EventPayload::AgentUpdate(_) => {
-                    (String::new(), String::new(), String::new(), 0, false)
+                EventPayload::TaskCancelled(f) => {
+                    ("failed".into(), String::new(), format!("cancelled: {}", f.detail), f.progress, true)
                 }
+                EventPayload::TaskCreated(_)
+                | EventPayload::AgentUpdate(_)
+                | EventPayload::Execution(_)
+                | EventPayload::Approval(_) => (String::new(), String::new(), String::new(), 0, false),
             };
             json!({ "step": step, "tool": tool, "message": message, "percent": percent, "timestamp": timestamp(e), "error": error, "seq": e.seq })
         }

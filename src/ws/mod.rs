@@ -33,10 +33,7 @@ pub type Sink = futures_util::stream::SplitSink<axum::extract::ws::WebSocket, ax
 pub async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) {
     use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
     use futures_util::SinkExt;
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
+    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
@@ -127,9 +124,7 @@ fn handshake_token(q: &Handshake, headers: &HeaderMap) -> Option<String> {
     if let Some(t) = auth.and_then(|a| a.strip_prefix("Bearer ")) {
         return Some(t.trim().to_string());
     }
-    let offered = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())?;
+    let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok())?;
     let parts: Vec<&str> = offered.split(',').map(str::trim).collect();
     if let Some(t) = parts.iter().find_map(|p| p.strip_prefix("bearer.")) {
         return Some(t.to_string());
@@ -153,8 +148,7 @@ fn forbidden(e: AppError) -> Response {
 fn upgrade(ws: WebSocketUpgrade, state: &WsState) -> WebSocketUpgrade {
     // Frames over the limit get an error frame; far over it, the socket closes
     // with 1009 before the frame is buffered.
-    ws.protocols(["bearer"])
-        .max_message_size(state.config.max_frame.saturating_mul(4).max(1024))
+    ws.protocols(["bearer"]).max_message_size(state.config.max_frame.saturating_mul(4).max(1024))
 }
 
 pub fn routes(state: Arc<WsState>) -> Router {

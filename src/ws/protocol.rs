@@ -59,9 +59,7 @@ impl ClientFrame {
             .to_string();
         serde_json::from_value(value).map_err(|e| {
             if e.to_string().contains("unknown variant") {
-                AppError::invalid(format!(
-                    "unknown message type '{kind}'; expected one of {CLIENT_TYPES}"
-                ))
+                AppError::invalid(format!("unknown message type '{kind}'; expected one of {CLIENT_TYPES}"))
             } else {
                 AppError::invalid(format!("malformed '{kind}' message: {e}"))
             }
@@ -70,8 +68,7 @@ impl ClientFrame {
 }
 
 pub fn required(field: &str, v: Option<String>) -> Result<String, AppError> {
-    v.filter(|s| !s.is_empty())
-        .ok_or_else(|| AppError::invalid(format!("missing field '{field}'")))
+    v.filter(|s| !s.is_empty()).ok_or_else(|| AppError::invalid(format!("missing field '{field}'")))
 }
 
 /// The one mapping from an error to a JSON frame.
@@ -113,26 +110,11 @@ mod tests {
 
     #[test]
     fn parse_tells_errors_apart() {
-        assert!(
-            ClientFrame::parse("invalid json {{{")
-                .unwrap_err()
-                .to_string()
-                .contains("invalid JSON")
-        );
+        assert!(ClientFrame::parse("invalid json {{{").unwrap_err().to_string().contains("invalid JSON"));
         let unknown = ClientFrame::parse(r#"{"type":"unknown_type","data":{}}"#).unwrap_err();
-        assert!(
-            unknown
-                .to_string()
-                .contains("unknown message type 'unknown_type'")
-        );
+        assert!(unknown.to_string().contains("unknown message type 'unknown_type'"));
         let ok =
             ClientFrame::parse(r#"{"type":"subscribe","channel":"task_updates","after_seq":7}"#).unwrap();
-        assert!(matches!(
-            ok,
-            ClientFrame::Subscribe {
-                after_seq: Some(7),
-                ..
-            }
-        ));
+        assert!(matches!(ok, ClientFrame::Subscribe { after_seq: Some(7), .. }));
     }
 }

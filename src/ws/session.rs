@@ -37,11 +37,7 @@ pub async fn run(socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot: Sl
     };
     let (mut sink, stream) = socket.split();
     let welcome = json!({ "type": "connection", "status": "connected", "connection_id": connection_id });
-    if sink
-        .send(Message::Text(welcome.to_string().into()))
-        .await
-        .is_err()
-    {
+    if sink.send(Message::Text(welcome.to_string().into())).await.is_err() {
         return;
     }
     tracing::debug!(%connection_id, subject = %actor.subject, "websocket connected");
@@ -67,17 +63,12 @@ async fn read(
     tx: mpsc::Sender<Control>,
 ) {
     let cfg = &state.config;
-    let mut rate = RateLimit {
-        window_start: Instant::now(),
-        count: 0,
-    };
+    let mut rate = RateLimit { window_start: Instant::now(), count: 0 };
     let mut subscribed = HashSet::new();
     while let Some(Ok(msg)) = stream.next().await {
         let text = match msg {
             Message::Text(t) => Ok(t),
-            Message::Binary(_) => Err(AppError::invalid(
-                "binary frames are not supported; send JSON text",
-            )),
+            Message::Binary(_) => Err(AppError::invalid("binary frames are not supported; send JSON text")),
             Message::Pong(_) => {
                 let _ = tx.send(Control::Pong).await;
                 continue;
@@ -86,10 +77,7 @@ async fn read(
             Message::Close(_) => return,
         };
         if rate.window_start.elapsed() >= cfg.rate_window {
-            rate = RateLimit {
-                window_start: Instant::now(),
-                count: 0,
-            };
+            rate = RateLimit { window_start: Instant::now(), count: 0 };
         }
         rate.count += 1;
         let reply = if rate.count > cfg.rate_limit {
@@ -133,10 +121,7 @@ async fn handle(
                 )));
             }
             subscribed.insert(channel.clone());
-            Ok(Control::Subscribe {
-                channel,
-                after: after_seq,
-            })
+            Ok(Control::Subscribe { channel, after: after_seq })
         }
         ClientFrame::Unsubscribe { channel } => {
             let channel = Channel::parse(&required("channel", channel)?)?;
@@ -157,17 +142,11 @@ async fn handle(
 }
 
 async fn send(sink: &mut Sink, msg: Message) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await,
-        Ok(Ok(()))
-    )
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await, Ok(Ok(())))
 }
 
 fn expiry(actor: &Actor) -> Instant {
-    let left = actor
-        .expires_at
-        .saturating_sub(chrono::Utc::now().timestamp())
-        .max(0) as u64;
+    let left = actor.expires_at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
     Instant::now() + Duration::from_secs(left.min(100 * 365 * 24 * 3600))
 }
 

@@ -15,28 +15,16 @@ on_both_backends!(tenants_never_see_each_other);
 async fn bad_or_missing_tokens_are_unauthenticated() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let mut plain = pb::task_service_client::TaskServiceClient::new(app.channel.clone());
-    let err = plain
-        .list_tasks(pb::ListTasksRequest::default())
-        .await
-        .unwrap_err();
+    let err = plain.list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
     let other_secret = herald::auth::Minter::hs256(b"another-secret-of-at-least-32-bytes!!")
-        .mint(
-            "mallory",
-            &[Role::Admin],
-            None,
-            std::time::Duration::from_secs(60),
-        )
+        .mint("mallory", &[Role::Admin], None, std::time::Duration::from_secs(60))
         .unwrap();
     let expired = herald::auth::Minter::hs256(SECRET.as_bytes());
     let expired = {
-        let claims = herald::auth::Claims {
-            sub: "old".into(),
-            exp: 1,
-            roles: vec!["admin".into()],
-            tenant: None,
-        };
+        let claims =
+            herald::auth::Claims { sub: "old".into(), exp: 1, roles: vec!["admin".into()], tenant: None };
         let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
         let _ = expired;
         jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
@@ -46,11 +34,7 @@ async fn bad_or_missing_tokens_are_unauthenticated() {
         (other_secret.as_str(), "signature"),
         (expired.as_str(), "expired"),
     ] {
-        let err = app
-            .tasks(token)
-            .list_tasks(pb::ListTasksRequest::default())
-            .await
-            .unwrap_err();
+        let err = app.tasks(token).list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{why}");
         assert!(err.message().contains(why), "{} should say {why}", err.message());
     }
@@ -62,34 +46,13 @@ async fn roles_decide_what_a_caller_may_do() {
     let viewer = app.token("vera", &[Role::Viewer], None);
     let err = app.tasks(&viewer).create_task(create("t")).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("vera") && err.message().contains("agent or admin"),
-        "{}",
-        err.message()
-    );
-    let reg = pb::RegisterAgentRequest {
-        agent_id: "a".into(),
-        ..Default::default()
-    };
-    assert_eq!(
-        app.agents(&viewer).register_agent(reg).await.unwrap_err().code(),
-        Code::PermissionDenied
-    );
+    assert!(err.message().contains("vera") && err.message().contains("agent or admin"), "{}", err.message());
+    let reg = pb::RegisterAgentRequest { agent_id: "a".into(), ..Default::default() };
+    assert_eq!(app.agents(&viewer).register_agent(reg).await.unwrap_err().code(), Code::PermissionDenied);
 
     let agent = app.token("worker", &[Role::Agent], None);
-    let id = app
-        .tasks(&agent)
-        .create_task(create("t"))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let seen = app
-        .tasks(&viewer)
-        .get_task(pb::GetTaskRequest { id })
-        .await
-        .unwrap()
-        .into_inner();
+    let id = app.tasks(&agent).create_task(create("t")).await.unwrap().into_inner().id;
+    let seen = app.tasks(&viewer).get_task(pb::GetTaskRequest { id }).await.unwrap().into_inner();
     assert_eq!(seen.created_by, "worker");
 }
 
@@ -99,56 +62,21 @@ async fn tenants_never_see_each_other(backend: Backend) {
     let globex = app.token("g", &[Role::Admin], Some("globex"));
     let mut globex_feed = app
         .events(&globex)
-        .subscribe(pb::SubscribeRequest {
-            channels: vec!["task_updates".into()],
-            after_seq: Some(0),
-        })
+        .subscribe(pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq: Some(0) })
         .await
         .unwrap()
         .into_inner();
 
-    let id = app
-        .tasks(&acme)
-        .create_task(create("secret plan"))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let id = app.tasks(&acme).create_task(create("secret plan")).await.unwrap().into_inner().id;
     let mut g = app.tasks(&globex);
-    assert_eq!(
-        g.get_task(pb::GetTaskRequest { id: id.clone() })
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
+    assert_eq!(g.get_task(pb::GetTaskRequest { id: id.clone() }).await.unwrap_err().code(), Code::NotFound);
     let start = pb::StartTaskRequest { id: id.clone() };
     assert_eq!(g.start_task(start).await.unwrap_err().code(), Code::NotFound);
-    assert!(
-        g.list_tasks(pb::ListTasksRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .tasks
-            .is_empty()
-    );
-    let sub = pb::SubscribeRequest {
-        channels: vec![format!("task:{id}")],
-        after_seq: Some(0),
-    };
-    assert_eq!(
-        app.events(&globex).subscribe(sub).await.unwrap_err().code(),
-        Code::NotFound
-    );
-    let history = pb::ListEventsRequest {
-        channel: format!("task:{id}"),
-        after_seq: 0,
-        limit: 0,
-    };
-    assert_eq!(
-        app.events(&globex).list_events(history).await.unwrap_err().code(),
-        Code::NotFound
-    );
+    assert!(g.list_tasks(pb::ListTasksRequest::default()).await.unwrap().into_inner().tasks.is_empty());
+    let sub = pb::SubscribeRequest { channels: vec![format!("task:{id}")], after_seq: Some(0) };
+    assert_eq!(app.events(&globex).subscribe(sub).await.unwrap_err().code(), Code::NotFound);
+    let history = pb::ListEventsRequest { channel: format!("task:{id}"), after_seq: 0, limit: 0 };
+    assert_eq!(app.events(&globex).list_events(history).await.unwrap_err().code(), Code::NotFound);
     assert_quiet(&mut globex_feed).await;
 
     // Same agent id in two tenants: two agents.
@@ -162,18 +90,8 @@ async fn tenants_never_see_each_other(backend: Backend) {
     }
     let own = g.create_task(create("mine")).await.unwrap().into_inner();
     let e = next(&mut globex_feed).await;
-    assert_eq!(
-        e.resource,
-        format!("task:{}", own.id),
-        "globex sees its own task first"
-    );
-    let agents = app
-        .agents(&globex)
-        .list_agents(pb::ListAgentsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
+    assert_eq!(e.resource, format!("task:{}", own.id), "globex sees its own task first");
+    let agents = app.agents(&globex).list_agents(pb::ListAgentsRequest {}).await.unwrap().into_inner().agents;
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].tenant, "globex");
 }
@@ -182,14 +100,9 @@ async fn tenants_never_see_each_other(backend: Backend) {
 async fn health_and_reflection_are_served() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
-    let req = tonic_health::pb::HealthCheckRequest {
-        service: "herald.v1.TaskService".into(),
-    };
+    let req = tonic_health::pb::HealthCheckRequest { service: "herald.v1.TaskService".into() };
     let status = health.check(req).await.unwrap().into_inner().status();
-    assert_eq!(
-        status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving
-    );
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving);
 
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -200,28 +113,15 @@ async fn health_and_reflection_are_served() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = reflection
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = reflection.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
     let Some(MessageResponse::ListServicesResponse(list)) = next(&mut stream).await.message_response else {
         panic!("a service list")
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for svc in [
-        "herald.v1.TaskService",
-        "herald.v1.AgentService",
-        "herald.v1.EventService",
-    ] {
+    for svc in ["herald.v1.TaskService", "herald.v1.AgentService", "herald.v1.EventService"] {
         assert!(names.iter().any(|n| n == svc), "{svc} in {names:?}");
     }
-    let body: serde_json::Value = reqwest::get(app.http("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = reqwest::get(app.http("/readyz")).await.unwrap().json().await.unwrap();
     assert_eq!(body["status"], "ready");
 }
 
@@ -248,25 +148,13 @@ async fn es256_tokens_verify_with_a_public_key_file() {
         tenant: None,
     };
     let key = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
-        &claims,
-        &key,
-    )
-    .unwrap();
-    let task = app
-        .tasks(&token)
-        .create_task(create("signed elsewhere"))
-        .await
-        .unwrap()
-        .into_inner();
+    let token =
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &claims, &key)
+            .unwrap();
+    let task = app.tasks(&token).create_task(create("signed elsewhere")).await.unwrap().into_inner();
     assert_eq!(task.created_by, "svc");
     // An HS256 token is refused by an ES256 server.
-    let err = app
-        .tasks(&app.admin())
-        .list_tasks(pb::ListTasksRequest::default())
-        .await
-        .unwrap_err();
+    let err = app.tasks(&app.admin()).list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 
@@ -277,10 +165,7 @@ async fn without_a_secret_herald_stays_on_loopback() {
     let mut config = herald::config::Config::for_tests(url, dir.path().into(), SECRET);
     config.auth.secret = None;
     config.addr = "0.0.0.0:0".parse().unwrap();
-    let err = herald::startup::Herald::build(config.clone())
-        .await
-        .err()
-        .expect("refused");
+    let err = herald::startup::Herald::build(config.clone()).await.err().expect("refused");
     assert!(err.to_string().contains("refusing to listen on 0.0.0.0"), "{err}");
 
     // On loopback it generates a development secret and keeps it.
@@ -289,8 +174,5 @@ async fn without_a_secret_herald_stays_on_loopback() {
     assert_eq!(first.len(), 64);
     assert_eq!(herald::auth::hs256_secret(&config).unwrap(), first);
     config.auth.secret = Some("short".into());
-    assert!(
-        herald::auth::hs256_secret(&config).is_err(),
-        "short secrets are refused"
-    );
+    assert!(herald::auth::hs256_secret(&config).is_err(), "short secrets are refused");
 }

@@ -13,10 +13,7 @@ use crate::tasks::{create, progress};
 async fn task_with_progress(app: &TestApp, token: &str) -> String {
     let mut tasks = app.tasks(token);
     let id = tasks.create_task(create("t")).await.unwrap().into_inner().id;
-    tasks
-        .start_task(pb::StartTaskRequest { id: id.clone() })
-        .await
-        .unwrap();
+    tasks.start_task(pb::StartTaskRequest { id: id.clone() }).await.unwrap();
     id
 }
 
@@ -26,22 +23,13 @@ async fn grpc_and_websocket_subscribers_see_the_same_stream() {
     let token = app.admin();
     let mut ws = Ws::connect(&app, &token).await;
     ws.subscribe("task_updates", None).await;
-    let sub = pb::SubscribeRequest {
-        channels: vec!["task_updates".into()],
-        after_seq: None,
-    };
+    let sub = pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq: None };
     let mut grpc = app.events(&token).subscribe(sub).await.unwrap().into_inner();
 
     let id = task_with_progress(&app, &token).await;
     let mut tasks = app.tasks(&token);
     tasks.report_progress(progress(&id, 50)).await.unwrap();
-    tasks
-        .fail_task(pb::FailTaskRequest {
-            id: id.clone(),
-            error: "boom".into(),
-        })
-        .await
-        .unwrap();
+    tasks.fail_task(pb::FailTaskRequest { id: id.clone(), error: "boom".into() }).await.unwrap();
     for _ in 0..4 {
         let g = next(&mut grpc).await;
         let w = ws.recv().await;
@@ -53,10 +41,7 @@ async fn grpc_and_websocket_subscribers_see_the_same_stream() {
     }
     let (_, events) = Api::new(&app, &token).get(&format!("/tasks/{id}/events")).await;
     let last = &events["events"][3];
-    assert_eq!(
-        (last["type"].as_str(), last["data"]["error"].as_str()),
-        (Some("task_failed"), Some("boom"))
-    );
+    assert_eq!((last["type"].as_str(), last["data"]["error"].as_str()), (Some("task_failed"), Some("boom")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,11 +80,7 @@ async fn resume_after_a_forced_disconnect_loses_and_repeats_nothing() {
     publisher.await.unwrap();
     ws.assert_quiet().await;
     let first = seqs[0];
-    assert_eq!(
-        seqs,
-        (first..first + 62).collect::<Vec<_>>(),
-        "every seq once, in order"
-    );
+    assert_eq!(seqs, (first..first + 62).collect::<Vec<_>>(), "every seq once, in order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,10 +88,7 @@ async fn joining_a_running_task_starts_with_its_snapshot() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let token = app.admin();
     let id = task_with_progress(&app, &token).await;
-    app.tasks(&token)
-        .report_progress(progress(&id, 42))
-        .await
-        .unwrap();
+    app.tasks(&token).report_progress(progress(&id, 42)).await.unwrap();
     let mut ws = Ws::connect(&app, &token).await;
     ws.subscribe(&format!("task:{id}"), None).await;
     let snap = ws.recv().await;
@@ -119,10 +97,7 @@ async fn joining_a_running_task_starts_with_its_snapshot() {
         (snap["data"]["progress"].as_u64(), snap["data"]["status"].as_str()),
         (Some(42), Some("in_progress"))
     );
-    app.tasks(&token)
-        .report_progress(progress(&id, 43))
-        .await
-        .unwrap();
+    app.tasks(&token).report_progress(progress(&id, 43)).await.unwrap();
     let e = ws.recv().await;
     assert_eq!(e["seq"].as_u64().unwrap(), snap["seq"].as_u64().unwrap() + 1);
 }
@@ -134,13 +109,9 @@ async fn another_tenants_channel_is_an_error_frame() {
     let id = task_with_progress(&app, &acme).await;
     let globex = app.token("g", &[Role::Viewer], Some("globex"));
     let mut ws = Ws::connect(&app, &globex).await;
-    ws.send(json!({ "type": "subscribe", "channel": format!("task:{id}") }))
-        .await;
+    ws.send(json!({ "type": "subscribe", "channel": format!("task:{id}") })).await;
     let e = ws.recv().await;
-    assert_eq!(
-        (e["type"].as_str(), e["code"].as_str()),
-        (Some("error"), Some("not_found"))
-    );
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("not_found")));
     ws.subscribe("task_updates", None).await;
     app.tasks(&acme).report_progress(progress(&id, 10)).await.unwrap();
     ws.assert_quiet().await;
@@ -151,10 +122,9 @@ async fn tokens_come_from_query_header_or_subprotocol_and_can_be_refreshed() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let app = TestApp::spawn(Backend::Sqlite).await;
     let token = app.token("ann", &[Role::Viewer], None);
-    for (header, value) in [
-        ("authorization", format!("Bearer {token}")),
-        ("sec-websocket-protocol", format!("bearer, {token}")),
-    ] {
+    for (header, value) in
+        [("authorization", format!("Bearer {token}")), ("sec-websocket-protocol", format!("bearer, {token}"))]
+    {
         let mut req = app.ws_url("/ws").into_client_request().unwrap();
         req.headers_mut().insert(header, value.parse().unwrap());
         let (mut stream, resp) = tokio_tungstenite::connect_async(req).await.expect("accepted");
@@ -170,18 +140,13 @@ async fn tokens_come_from_query_header_or_subprotocol_and_can_be_refreshed() {
         .mint("ann", &[Role::Viewer], None, Duration::from_secs(1))
         .unwrap();
     let mut ws = Ws::connect(&app, &short).await;
-    ws.send(json!({ "type": "refresh_token", "token": app.token("bob", &[Role::Viewer], None) }))
-        .await;
+    ws.send(json!({ "type": "refresh_token", "token": app.token("bob", &[Role::Viewer], None) })).await;
     assert_eq!(ws.recv().await["code"], "permission_denied");
     ws.send(json!({ "type": "refresh_token", "token": token })).await;
     assert_eq!(ws.recv().await["type"], "token_refreshed");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ws.send(json!({ "type": "ping" })).await;
-    assert_eq!(
-        ws.recv().await["type"],
-        "pong",
-        "refreshed: still open after the first token expired"
-    );
+    assert_eq!(ws.recv().await["type"], "pong", "refreshed: still open after the first token expired");
 
     let mut expiring = Ws::connect(&app, &short).await;
     assert_eq!(expiring.close_code().await, 4001);
@@ -198,19 +163,11 @@ async fn limits_refuse_clearly_and_keep_the_socket() {
     .await;
     let token = app.admin();
     let mut ws = Ws::connect(&app, &token).await;
-    ws.send_text(format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(2000)))
-        .await;
+    ws.send_text(format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(2000))).await;
     let e = ws.recv().await;
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("exceeds the limit of 1024"),
-        "{e}"
-    );
+    assert!(e["message"].as_str().unwrap().contains("exceeds the limit of 1024"), "{e}");
     ws.subscribe("task_updates", None).await;
-    ws.send(json!({ "type": "subscribe", "channel": "agent_status" }))
-        .await;
+    ws.send(json!({ "type": "subscribe", "channel": "agent_status" })).await;
     assert_eq!(ws.recv().await["code"], "resource_exhausted");
     for _ in 0..2 {
         ws.send(json!({ "type": "ping" })).await;
@@ -244,19 +201,10 @@ async fn a_reader_that_stops_reading_does_not_slow_anyone() {
         let id = id.clone();
         tokio::spawn(async move {
             for i in 0..N {
-                let p = pb::ReportProgressRequest {
-                    message: "x".repeat(4000),
-                    ..progress(&id, i * 99 / N)
-                };
+                let p = pb::ReportProgressRequest { message: "x".repeat(4000), ..progress(&id, i * 99 / N) };
                 tasks.report_progress(p).await.unwrap();
             }
-            tasks
-                .complete_task(pb::CompleteTaskRequest {
-                    id,
-                    result: "done".into(),
-                })
-                .await
-                .unwrap();
+            tasks.complete_task(pb::CompleteTaskRequest { id, result: "done".into() }).await.unwrap();
         })
     };
     let mut last = 0;
@@ -266,15 +214,9 @@ async fn a_reader_that_stops_reading_does_not_slow_anyone() {
         assert!(seq > last, "in order");
         last = seq;
     }
-    tokio::time::timeout(Duration::from_secs(60), publisher)
-        .await
-        .expect("publisher never blocked")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), publisher).await.expect("publisher never blocked").unwrap();
     let (_, status) = Api::new(&app, &token).get("/websocket/status").await;
-    assert!(
-        status["slow_consumer"]["progress_collapsed"].as_u64().unwrap() > 0,
-        "{status}"
-    );
+    assert!(status["slow_consumer"]["progress_collapsed"].as_u64().unwrap() > 0, "{status}");
 
     // The slow reader got fewer progress frames, in order, and the terminal one.
     let mut prev = 0;

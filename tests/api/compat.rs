@@ -14,20 +14,14 @@ async fn seed_003_task_socket() {
     let mut tasks = app.tasks(&token);
     let id = tasks.create_task(create("t")).await.unwrap().into_inner().id;
     assert_eq!(ws_refused(&app.ws_url(&format!("/ws/tasks/{id}"))).await, 403);
-    assert_eq!(
-        ws_refused(&app.ws_url(&format!("/ws/tasks/nope?token={token}"))).await,
-        404
-    );
+    assert_eq!(ws_refused(&app.ws_url(&format!("/ws/tasks/nope?token={token}"))).await, 404);
 
     let mut ws = Ws::open(&app, &format!("/ws/tasks/{id}?token={token}")).await;
     let hello = ws.recv().await;
     assert_eq!(hello["event_type"], "connection_established");
     assert_eq!(hello["task_id"], id);
     assert!(hello["client_id"].as_str().unwrap().starts_with("client_"));
-    tasks
-        .start_task(pb::StartTaskRequest { id: id.clone() })
-        .await
-        .unwrap();
+    tasks.start_task(pb::StartTaskRequest { id: id.clone() }).await.unwrap();
     tasks.report_progress(progress(&id, 40)).await.unwrap();
     let started = ws.recv().await;
     assert_eq!(
@@ -53,10 +47,7 @@ async fn seed_004_agent_progress_socket() {
     let token = app.admin();
     let mut tasks = app.tasks(&token);
     let id = tasks.create_task(create("t")).await.unwrap().into_inner().id;
-    tasks
-        .start_task(pb::StartTaskRequest { id: id.clone() })
-        .await
-        .unwrap();
+    tasks.start_task(pb::StartTaskRequest { id: id.clone() }).await.unwrap();
     let report = pb::ReportProgressRequest {
         step: "scam_db".into(),
         tool: "scam_database".into(),
@@ -77,10 +68,7 @@ async fn seed_004_agent_progress_socket() {
 
     tasks.report_progress(progress(&id, 100)).await.unwrap();
     let done = ws.recv().await;
-    assert_eq!(
-        (done["step"].as_str(), done["percent"].as_u64()),
-        (Some("completed"), Some(100))
-    );
+    assert_eq!((done["step"].as_str(), done["percent"].as_u64()), (Some("completed"), Some(100)));
     assert_eq!(ws.close_code().await, 1000);
 
     // A second task nobody reports on: closed after the idle timeout.
@@ -89,24 +77,12 @@ async fn seed_004_agent_progress_socket() {
     assert_eq!(ws.close_code().await, 4000);
 
     // A failed task: the final frame, then the socket closes.
-    tasks
-        .start_task(pb::StartTaskRequest { id: quiet.clone() })
-        .await
-        .unwrap();
-    tasks
-        .fail_task(pb::FailTaskRequest {
-            id: quiet.clone(),
-            error: "Redis down".into(),
-        })
-        .await
-        .unwrap();
+    tasks.start_task(pb::StartTaskRequest { id: quiet.clone() }).await.unwrap();
+    tasks.fail_task(pb::FailTaskRequest { id: quiet.clone(), error: "Redis down".into() }).await.unwrap();
     let mut ws = Ws::open(&app, &format!("/ws/agent-progress/{quiet}?token={token}")).await;
     ws.recv().await;
     let failed = ws.recv().await;
-    assert_eq!(
-        (failed["step"].as_str(), failed["error"].as_bool()),
-        (Some("failed"), Some(true))
-    );
+    assert_eq!((failed["step"].as_str(), failed["error"].as_bool()), (Some("failed"), Some(true)));
     assert_eq!(failed["message"], "Redis down");
     assert_eq!(ws.close_code().await, 1000);
 }

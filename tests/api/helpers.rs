@@ -36,10 +36,7 @@ impl Backend {
         match std::env::var("HERALD_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => Some(Self::Postgres(url)),
             _ => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test}: HERALD_TEST_POSTGRES_URL is not set"
-                );
+                let _ = writeln!(std::io::stderr(), "SKIPPED {test}: HERALD_TEST_POSTGRES_URL is not set");
                 None
             }
         }
@@ -51,9 +48,7 @@ impl Backend {
             Self::Sqlite => format!("sqlite://{}/herald.db", dir.display()),
             Self::Postgres(base) => {
                 let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = sea_orm::Database::connect(base.as_str())
-                    .await
-                    .expect("connect to postgres");
+                let admin = sea_orm::Database::connect(base.as_str()).await.expect("connect to postgres");
                 admin
                     .execute_unprepared(&format!("CREATE DATABASE {name}"))
                     .await
@@ -128,14 +123,7 @@ impl TestApp {
             .connect()
             .await
             .expect("connect to herald");
-        Self {
-            addr,
-            config,
-            channel,
-            _dir: dir,
-            shutdown,
-            handle,
-        }
+        Self { addr, config, channel, _dir: dir, shutdown, handle }
     }
 
     /// Stops gracefully and starts again on the same database and port 0.
@@ -157,9 +145,7 @@ impl TestApp {
     }
 
     pub fn token(&self, sub: &str, roles: &[Role], tenant: Option<&str>) -> String {
-        Minter::hs256(SECRET.as_bytes())
-            .mint(sub, roles, tenant, Duration::from_secs(3600))
-            .expect("mint")
+        Minter::hs256(SECRET.as_bytes()).mint(sub, roles, tenant, Duration::from_secs(3600)).expect("mint")
     }
 
     pub fn admin(&self) -> String {
@@ -235,9 +221,8 @@ impl Ws {
     /// Connects to `path` (with the token in the query) and returns the client
     /// without reading anything.
     pub async fn open(app: &TestApp, path: &str) -> Self {
-        let (stream, _) = tokio_tungstenite::connect_async(app.ws_url(path))
-            .await
-            .expect("websocket connects");
+        let (stream, _) =
+            tokio_tungstenite::connect_async(app.ws_url(path)).await.expect("websocket connects");
         Self { stream }
     }
 
@@ -257,10 +242,7 @@ impl Ws {
 
     pub async fn send_text(&mut self, text: String) {
         use futures_util::SinkExt;
-        self.stream
-            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
-            .await
-            .expect("send");
+        self.stream.send(tokio_tungstenite::tungstenite::Message::Text(text.into())).await.expect("send");
     }
 
     /// The next JSON text frame, failing after 5 s.
@@ -328,11 +310,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(app: &TestApp, token: &str) -> Self {
-        Self {
-            client: reqwest::Client::new(),
-            base: app.http("/api/v1"),
-            token: token.into(),
-        }
+        Self { client: reqwest::Client::new(), base: app.http("/api/v1"), token: token.into() }
     }
 
     pub async fn call(
@@ -341,20 +319,14 @@ impl Api {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.expect("http request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {

@@ -10,27 +10,16 @@ use crate::tasks::{create, progress};
 on_both_backends!(resume_after_disconnect_and_restart);
 
 fn subscribe(after_seq: Option<u64>) -> pb::SubscribeRequest {
-    pb::SubscribeRequest {
-        channels: vec!["task_updates".into()],
-        after_seq,
-    }
+    pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq }
 }
 
 async fn resume_after_disconnect_and_restart(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.admin();
     let mut tasks = app.tasks(&token);
-    let mut feed = app
-        .events(&token)
-        .subscribe(subscribe(None))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = app.events(&token).subscribe(subscribe(None)).await.unwrap().into_inner();
     let id = tasks.create_task(create("t")).await.unwrap().into_inner().id;
-    tasks
-        .start_task(pb::StartTaskRequest { id: id.clone() })
-        .await
-        .unwrap();
+    tasks.start_task(pb::StartTaskRequest { id: id.clone() }).await.unwrap();
     next(&mut feed).await;
     let last_seen = next(&mut feed).await.seq;
     drop(feed);
@@ -39,18 +28,11 @@ async fn resume_after_disconnect_and_restart(backend: Backend) {
     for p in [10, 20, 30] {
         tasks.report_progress(progress(&id, p)).await.unwrap();
     }
-    let mut feed = app
-        .events(&token)
-        .subscribe(subscribe(Some(last_seen)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = app.events(&token).subscribe(subscribe(Some(last_seen))).await.unwrap().into_inner();
     let mut seqs = Vec::new();
     for expected in [10, 20, 30] {
         let e = next(&mut feed).await;
-        let Some(pb::event::Payload::TaskProgress(p)) = e.payload else {
-            panic!("progress")
-        };
+        let Some(pb::event::Payload::TaskProgress(p)) = e.payload else { panic!("progress") };
         assert_eq!(p.progress, expected);
         seqs.push(e.seq);
     }
@@ -64,22 +46,13 @@ async fn resume_after_disconnect_and_restart(backend: Backend) {
     let app = app.restart().await;
     let mut tasks = app.tasks(&token);
     tasks.report_progress(progress(&id, 50)).await.unwrap();
-    let mut feed = app
-        .events(&token)
-        .subscribe(subscribe(Some(last_seen + 1)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut feed = app.events(&token).subscribe(subscribe(Some(last_seen + 1))).await.unwrap().into_inner();
     let mut got = Vec::new();
     for _ in 0..4 {
         got.push(next(&mut feed).await.seq);
     }
     assert_eq!(got, [last_seen + 2, last_seen + 3, last_seen + 4, last_seen + 5]);
-    let t = tasks
-        .get_task(pb::GetTaskRequest { id: id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let t = tasks.get_task(pb::GetTaskRequest { id: id.clone() }).await.unwrap().into_inner();
     assert_eq!((t.progress, t.last_seq), (50, last_seen + 5));
     tasks.report_progress(progress(&id, 60)).await.unwrap();
     assert_eq!(next(&mut feed).await.seq, last_seen + 6);

@@ -47,10 +47,7 @@ async fn t03_task_progress_streaming() {
     assert_eq!(created["data"]["task_id"], task_id);
     assert_eq!(created["data"]["status"], "pending");
 
-    assert_eq!(
-        api.post(&format!("/tasks/{task_id}/start"), json!({})).await.0,
-        200
-    );
+    assert_eq!(api.post(&format!("/tasks/{task_id}/start"), json!({})).await.0, 200);
     let start = ws.recv().await;
     assert_eq!(start["type"], "task_progress");
     assert_eq!(start["data"]["task_id"], task_id);
@@ -58,25 +55,14 @@ async fn t03_task_progress_streaming() {
     assert_eq!(start["data"]["progress"], 0);
 
     for expected in [25, 50, 75, 100] {
-        let (status, _) = api
-            .put(
-                &format!("/tasks/{task_id}/progress"),
-                json!({ "progress": expected }),
-            )
-            .await;
+        let (status, _) =
+            api.put(&format!("/tasks/{task_id}/progress"), json!({ "progress": expected })).await;
         assert_eq!(status, 200);
         let p = ws.recv().await;
         assert_eq!(p["type"], "task_progress");
         assert_eq!(p["data"]["task_id"], task_id);
         assert_eq!(p["data"]["progress"], expected);
-        assert_eq!(
-            p["data"]["status"],
-            if expected == 100 {
-                "completed"
-            } else {
-                "in_progress"
-            }
-        );
+        assert_eq!(p["data"]["status"], if expected == 100 { "completed" } else { "in_progress" });
     }
     ws.assert_quiet().await;
 }
@@ -112,25 +98,18 @@ async fn t05_error_handling() {
     assert_eq!(e["type"], "error");
     assert!(e["message"].is_string());
 
-    ws.send(json!({ "type": "subscribe", "channel": "non_existent_channel" }))
-        .await;
+    ws.send(json!({ "type": "subscribe", "channel": "non_existent_channel" })).await;
     let e = ws.recv().await;
     assert_eq!(e["type"], "error");
     let msg = e["message"].as_str().unwrap().to_lowercase();
-    assert!(
-        msg.contains("channel") && msg.contains("non_existent_channel"),
-        "{msg}"
-    );
+    assert!(msg.contains("channel") && msg.contains("non_existent_channel"), "{msg}");
 
     ws.send(json!({ "type": "unknown_type", "data": {} })).await;
     assert_eq!(ws.recv().await["type"], "error");
 
     ws.send(json!({ "type": "subscribe" })).await;
     let e = ws.recv().await;
-    assert_eq!(
-        (e["type"].as_str(), e["code"].as_str()),
-        (Some("error"), Some("invalid_argument"))
-    );
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("invalid_argument")));
     assert!(e["message"].as_str().unwrap().contains("channel"));
 
     ws.send(json!({ "type": "ping" })).await;

@@ -1,0 +1,150 @@
+//! Executor sessions and the commands they receive. Each attached executor has
+//! a bounded command queue; the dispatcher watches the stored event stream
+//! (a hub tap) and turns events into commands for the executors attached to
+//! this node: a new execution goes to an executor of its agent (claimed in the
+//! writer, so exactly one takes it), decisions and cancels go to the executor
+//! running the execution. An executor more than `COMMAND_BUFFER` commands
+//! behind is detached; when it re-attaches it gets everything again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{App, Command, Outcome};
+use crate::domain::event::ExecutionEvent;
+use crate::domain::{Actor, Approval, Decision, Event, EventPayload, Execution};
+
+pub const COMMAND_BUFFER: usize = 256;
+
+/// What an executor is told to do.
+#[derive(Debug, Clone)]
+pub enum ExecutorCommand {
+    Execute { execution: Execution, resumed: bool },
+    Cancel { execution_id: String, reason: String },
+    Decision { approval: Approval, decision: Decision },
+}
+
+struct Session {
+    tenant: String,
+    agent_id: String,
+    tx: mpsc::Sender<ExecutorCommand>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Session>,
+    /// Execution id -> the session running it on this node.
+    owners: HashMap<String, String>,
+    next: usize,
+}
+
+#[derive(Default)]
+pub struct Dispatcher {
+    inner: Mutex<Inner>,
+}
+
+impl Dispatcher {
+    pub fn register(&self, id: &str, tenant: &str, agent_id: &str) -> mpsc::Receiver<ExecutorCommand> {
+        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
+        let session = Session { tenant: tenant.into(), agent_id: agent_id.into(), tx };
+        self.inner.lock().expect("dispatcher lock").sessions.insert(id.into(), session);
+        rx
+    }
+
+    pub fn unregister(&self, id: &str) {
+        let mut inner = self.inner.lock().expect("dispatcher lock");
+        inner.sessions.remove(id);
+        inner.owners.retain(|_, s| s != id);
+    }
+
+    /// Sends to a session; a full or closed queue drops the session.
+    pub fn send(&self, session: &str, cmd: ExecutorCommand) {
+        let mut inner = self.inner.lock().expect("dispatcher lock");
+        if let ExecutorCommand::Execute { execution, .. } = &cmd {
+            inner.owners.insert(execution.id.clone(), session.into());
+        }
+        let Some(s) = inner.sessions.get(session) else { return };
+        if s.tx.try_send(cmd).is_err() {
+            tracing::warn!(session, "executor fell behind its command queue; detaching it");
+            inner.sessions.remove(session);
+        }
+    }
+
+    /// A session of this agent on this node, round robin.
+    fn pick(&self, tenant: &str, agent_id: &str) -> Option<String> {
+        let mut inner = self.inner.lock().expect("dispatcher lock");
+        let mut ids: Vec<&String> = inner
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.tenant == tenant && s.agent_id == agent_id)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        let chosen = (!ids.is_empty()).then(|| ids[inner.next % ids.len()].clone());
+        inner.next = inner.next.wrapping_add(1);
+        chosen
+    }
+
+    fn owner(&self, execution_id: &str) -> Option<String> {
+        self.inner.lock().expect("dispatcher lock").owners.get(execution_id).cloned()
+    }
+
+    fn forget(&self, execution_id: &str) {
+        self.inner.lock().expect("dispatcher lock").owners.remove(execution_id);
+    }
+}
+
+/// Turns stored events into executor commands until the hub goes away.
+pub(super) async fn run(app: App, mut events: mpsc::UnboundedReceiver<Arc<Event>>, stop: CancellationToken) {
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = events.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        match &event.payload {
+            EventPayload::Execution(e) => on_execution(&app, &event, e).await,
+            EventPayload::Approval(a) if a.kind != "approval_required" => {
+                let Some(session) = app.dispatcher.owner(&a.execution_id) else { continue };
+                match app.store.approval(&event.tenant, &a.approval_id).await {
+                    Ok(approval) => {
+                        if let Some(decision) = approval.decision.clone() {
+                            app.dispatcher.send(&session, ExecutorCommand::Decision { approval, decision });
+                        }
+                    }
+                    Err(e) => e.log_if_internal(),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn on_execution(app: &App, event: &Event, e: &ExecutionEvent) {
+    match e.kind.as_str() {
+        "execution_created" => {
+            let agent_id = e.data["agent_id"].as_str().unwrap_or_default();
+            let Some(session) = app.dispatcher.pick(&event.tenant, agent_id) else { return };
+            let cmd = Command::StartExecution { id: e.execution_id.clone(), executor: session.clone() };
+            // Another executor (or node) may have taken it first: that is fine.
+            if let Ok(Outcome::Execution(execution)) =
+                app.writer.submit(&Actor::system(&event.tenant), cmd).await
+            {
+                app.dispatcher.send(&session, ExecutorCommand::Execute { execution, resumed: false });
+            }
+        }
+        "cancel_requested" => {
+            if let Some(session) = app.dispatcher.owner(&e.execution_id) {
+                let reason = e.data["detail"].as_str().unwrap_or_default().to_string();
+                app.dispatcher
+                    .send(&session, ExecutorCommand::Cancel { execution_id: e.execution_id.clone(), reason });
+            }
+        }
+        _ if e.status.is_terminal() => app.dispatcher.forget(&e.execution_id),
+        _ => {}
+    }
+}

@@ -1,0 +1,140 @@
+//! Human-in-the-loop use-cases: executions, executor sessions, approvals.
+
+use tokio::sync::mpsc;
+
+use super::dispatch::ExecutorCommand;
+use super::{App, Command, Outcome, mismatch};
+use crate::domain::{
+    Actor, AppError, AppResult, Approval, ApprovalRequest, DecisionKind, Execution, Permission, Report,
+};
+
+/// An attached executor: its id and its command stream. Call
+/// [`App::detach_executor`] when the stream ends.
+pub struct ExecutorSession {
+    pub id: String,
+    pub commands: mpsc::Receiver<ExecutorCommand>,
+}
+
+impl App {
+    async fn write_execution(&self, actor: &Actor, cmd: Command) -> AppResult<Execution> {
+        match self.writer.submit(actor, cmd).await? {
+            Outcome::Execution(e) => Ok(e),
+            _ => Err(mismatch("an execution")),
+        }
+    }
+
+    async fn write_approval(&self, actor: &Actor, cmd: Command) -> AppResult<Approval> {
+        match self.writer.submit(actor, cmd).await? {
+            Outcome::Approval(a) => Ok(a),
+            _ => Err(mismatch("an approval")),
+        }
+    }
+
+    /// Starts an execution of an agent; it waits queued for an executor.
+    pub async fn execute(
+        &self,
+        actor: &Actor,
+        agent_id: &str,
+        input: serde_json::Value,
+        task_id: Option<String>,
+    ) -> AppResult<Execution> {
+        actor.require(Permission::Execute)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let cmd = Command::Execute { id, agent_id: agent_id.into(), input, task_id };
+        self.write_execution(actor, cmd).await
+    }
+
+    pub async fn execution(&self, actor: &Actor, id: &str) -> AppResult<Execution> {
+        actor.require(Permission::Read)?;
+        self.store.execution(&actor.tenant, id).await
+    }
+
+    pub async fn cancel_execution(&self, actor: &Actor, id: &str, reason: String) -> AppResult<Execution> {
+        actor.require(Permission::Execute)?;
+        self.write_execution(actor, Command::CancelExecution { id: id.into(), reason }).await
+    }
+
+    /// Attaches an executor of a registered agent. It first gets the
+    /// executions it (or a predecessor) was running, with every decision made
+    /// on them, then queued ones; new executions follow as they come.
+    pub async fn attach_executor(&self, actor: &Actor, agent_id: &str) -> AppResult<ExecutorSession> {
+        actor.require(Permission::Write)?;
+        self.store.agent(&actor.tenant, agent_id).await.map_err(|_| {
+            AppError::not_found(format!("agent {agent_id} not found; register it before attaching"))
+        })?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let commands = self.dispatcher.register(&id, &actor.tenant, agent_id);
+        let cmd = Command::AttachExecutor { agent_id: agent_id.into(), executor: id.clone() };
+        let claimed = match self.writer.submit(actor, cmd).await {
+            Ok(Outcome::Claimed(c)) => c,
+            Ok(_) => return Err(mismatch("claimed executions")),
+            Err(e) => {
+                self.dispatcher.unregister(&id);
+                return Err(e);
+            }
+        };
+        for (execution, resumed) in claimed {
+            let approvals = if resumed { self.store.approvals_of(&execution.id).await? } else { Vec::new() };
+            self.dispatcher.send(&id, ExecutorCommand::Execute { execution, resumed });
+            for approval in approvals {
+                if let Some(decision) = approval.decision.clone() {
+                    self.dispatcher.send(&id, ExecutorCommand::Decision { approval, decision });
+                }
+            }
+        }
+        tracing::info!(executor = %id, agent_id, tenant = %actor.tenant, "executor attached");
+        Ok(ExecutorSession { id, commands })
+    }
+
+    /// The executor's stream ended: its executions wait `detached` for it.
+    pub async fn detach_executor(&self, actor: &Actor, session: &str) {
+        self.dispatcher.unregister(session);
+        let cmd = Command::DetachExecutor { executor: session.into() };
+        if let Err(e) = self.writer.submit(actor, cmd).await {
+            e.log_if_internal();
+        }
+        tracing::info!(executor = %session, "executor detached");
+    }
+
+    pub async fn report(&self, actor: &Actor, execution_id: &str, report: Report) -> AppResult<Execution> {
+        actor.require(Permission::Write)?;
+        self.write_execution(actor, Command::Report { execution_id: execution_id.into(), report }).await
+    }
+
+    pub async fn request_approval(
+        &self,
+        actor: &Actor,
+        execution_id: &str,
+        request: ApprovalRequest,
+    ) -> AppResult<Approval> {
+        actor.require(Permission::Write)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let cmd = Command::RequestApproval { id, execution_id: execution_id.into(), request };
+        self.write_approval(actor, cmd).await
+    }
+
+    /// Decides an approval. The decider is the token's subject, never a
+    /// field of the request.
+    pub async fn decide(
+        &self,
+        actor: &Actor,
+        approval_id: &str,
+        kind: DecisionKind,
+        arguments: Option<serde_json::Value>,
+        message: String,
+    ) -> AppResult<Approval> {
+        actor.require(Permission::Decide)?;
+        let cmd = Command::Decide { approval_id: approval_id.into(), kind, arguments, message };
+        self.write_approval(actor, cmd).await
+    }
+
+    pub async fn approval(&self, actor: &Actor, id: &str) -> AppResult<Approval> {
+        actor.require(Permission::Read)?;
+        self.store.approval(&actor.tenant, id).await
+    }
+
+    pub async fn pending_approvals(&self, actor: &Actor) -> AppResult<Vec<Approval>> {
+        actor.require(Permission::Read)?;
+        self.store.pending_approvals(&actor.tenant).await
+    }
+}

@@ -1,0 +1,58 @@
+//! Timers that must fire even when nobody is connected: agents silent for the
+//! timeout go offline, detached executions past the grace period fail,
+//! unacknowledged cancels complete, and approvals past their deadline are
+//! decided. The sweeper only finds candidates; the writer re-checks each under
+//! its row lock, so a heartbeat, re-attach or decision that raced it wins and
+//! nothing fires twice.
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::{App, Command};
+use crate::domain::{Actor, AppError};
+
+pub(super) async fn run(app: App, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(app.settings.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = sweep(&app).await {
+            e.log_if_internal();
+        }
+    }
+}
+
+fn ago(d: std::time::Duration) -> chrono::DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+async fn sweep(app: &App) -> Result<(), AppError> {
+    let s = &app.settings;
+    let cutoff = ago(s.agent_timeout);
+    for (tenant, id) in app.store.stale_agents(cutoff).await? {
+        submit(app, &tenant, Command::ExpireAgent { id, cutoff }).await?;
+    }
+    let (detached_before, cancel_before) = (ago(s.executor_grace), ago(s.cancel_timeout));
+    for (tenant, id) in app.store.stale_executions(detached_before, cancel_before).await? {
+        submit(app, &tenant, Command::ExpireExecution { id, detached_before, cancel_before }).await?;
+    }
+    for (tenant, approval_id) in app.store.overdue_approvals(Utc::now()).await? {
+        submit(app, &tenant, Command::DecideByDeadline { approval_id }).await?;
+    }
+    Ok(())
+}
+
+/// Submits as Herald itself. Only "shutting down" stops the sweep.
+async fn submit(app: &App, tenant: &str, cmd: Command) -> Result<(), AppError> {
+    match app.writer.submit(&Actor::system(tenant), cmd).await {
+        Err(e @ AppError::Unavailable(_)) => Err(e),
+        Err(e) => {
+            e.log_if_internal();
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}

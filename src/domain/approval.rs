@@ -1,0 +1,248 @@
+//! Approvals: durable requests for a person's permission. Exactly one decision
+//! wins; a later one is refused naming who decided. Every approval keeps who
+//! asked, who decided (from their token), when, the arguments shown and the
+//! arguments finally approved, the comment, and whether a deadline decided.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::AppError;
+use super::event::{ApprovalEvent, EventPayload};
+use super::task::{MAX_DESCRIPTION, MAX_ID, MAX_TEXT, check_len};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    Approve,
+    Reject,
+    Edit,
+    Respond,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Edit => "edit",
+            Self::Respond => "respond",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Approve, Self::Reject, Self::Edit, Self::Respond].into_iter().find(|k| k.as_str() == s)
+    }
+    /// The event a decision of this kind emits.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::Approve => "approved",
+            Self::Reject => "rejected",
+            Self::Edit => "edited",
+            Self::Respond => "responded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    /// The arguments finally approved: the original ones for approve, the
+    /// replacement for edit, null for reject and respond.
+    pub arguments: Value,
+    pub message: String,
+    pub decided_by: String,
+    pub decided_at: DateTime<Utc>,
+    pub by_deadline: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Approval {
+    pub id: String,
+    pub tenant: String,
+    pub execution_id: String,
+    pub tool_call_id: String,
+    pub action: String,
+    pub arguments: Value,
+    pub allowed_decisions: Vec<DecisionKind>,
+    pub arguments_schema: Option<Value>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub deadline_decision: DecisionKind,
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    pub decision: Option<Decision>,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest {
+    pub tool_call_id: String,
+    pub action: String,
+    pub arguments: Value,
+    pub allowed_decisions: Vec<DecisionKind>,
+    pub arguments_schema: Option<Value>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub deadline_decision: Option<DecisionKind>,
+}
+
+impl Approval {
+    pub fn request(
+        id: String,
+        execution_id: &str,
+        req: ApprovalRequest,
+        tenant: &str,
+        requested_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Self, EventPayload), AppError> {
+        check_len("tool_call_id", &req.tool_call_id, MAX_ID)?;
+        if req.action.trim().is_empty() {
+            return Err(AppError::invalid("action (the tool name) must not be empty"));
+        }
+        check_len("action", &req.action, MAX_TEXT)?;
+        let mut allowed = req.allowed_decisions;
+        allowed.dedup();
+        if allowed.is_empty() {
+            allowed = vec![DecisionKind::Approve, DecisionKind::Reject];
+        }
+        let deadline_decision = req.deadline_decision.unwrap_or(DecisionKind::Reject);
+        if !matches!(deadline_decision, DecisionKind::Approve | DecisionKind::Reject) {
+            return Err(AppError::invalid("a deadline can only approve or reject"));
+        }
+        if req.deadline.is_some_and(|d| d <= now) {
+            return Err(AppError::invalid("the deadline is already past"));
+        }
+        let a = Self {
+            id,
+            tenant: tenant.into(),
+            execution_id: execution_id.into(),
+            tool_call_id: req.tool_call_id,
+            action: req.action,
+            arguments: req.arguments,
+            allowed_decisions: allowed,
+            arguments_schema: req.arguments_schema,
+            deadline: req.deadline,
+            deadline_decision,
+            requested_by: requested_by.into(),
+            requested_at: now,
+            decision: None,
+            last_seq: 0,
+        };
+        let data = json!({
+            "tool_call_id": a.tool_call_id,
+            "action": a.action,
+            "arguments": a.arguments,
+            "allowed_decisions": a.allowed_decisions,
+            "arguments_schema": a.arguments_schema,
+            "deadline": a.deadline,
+            "deadline_decision": a.deadline_decision,
+            "requested_by": a.requested_by,
+        });
+        let event = a.event("approval_required", data);
+        Ok((a, event))
+    }
+
+    fn event(&self, kind: &str, data: Value) -> EventPayload {
+        EventPayload::Approval(ApprovalEvent {
+            approval_id: self.id.clone(),
+            execution_id: self.execution_id.clone(),
+            kind: kind.into(),
+            data,
+        })
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.decision.is_none()
+    }
+
+    /// Decides. `arguments` is required for edit; `message` for respond.
+    pub fn decide(
+        &mut self,
+        kind: DecisionKind,
+        arguments: Option<Value>,
+        message: String,
+        by: &str,
+        by_deadline: bool,
+        now: DateTime<Utc>,
+    ) -> Result<EventPayload, AppError> {
+        if let Some(d) = &self.decision {
+            return Err(AppError::precondition(format!(
+                "approval {} was already decided: {} by {} at {}{}",
+                self.id,
+                d.kind.event_type(),
+                d.decided_by,
+                d.decided_at.to_rfc3339(),
+                if d.by_deadline { " (deadline)" } else { "" }
+            )));
+        }
+        if !self.allowed_decisions.contains(&kind) {
+            let allowed: Vec<_> = self.allowed_decisions.iter().map(|k| k.as_str()).collect();
+            return Err(AppError::invalid(format!(
+                "'{}' is not allowed for approval {}; allowed: {}",
+                kind.as_str(),
+                self.id,
+                allowed.join(", ")
+            )));
+        }
+        check_len("message", &message, MAX_DESCRIPTION)?;
+        let final_args = match kind {
+            DecisionKind::Approve => self.arguments.clone(),
+            DecisionKind::Edit => {
+                let args = arguments.ok_or_else(|| AppError::invalid("an edit needs the new arguments"))?;
+                self.check_schema(&args)?;
+                args
+            }
+            DecisionKind::Respond if message.trim().is_empty() => {
+                return Err(AppError::invalid("a respond decision needs the answer text in 'message'"));
+            }
+            DecisionKind::Reject | DecisionKind::Respond => Value::Null,
+        };
+        let decision = Decision {
+            kind,
+            arguments: final_args,
+            message,
+            decided_by: by.into(),
+            decided_at: now,
+            by_deadline,
+        };
+        let data = json!({
+            "tool_call_id": self.tool_call_id,
+            "action": self.action,
+            "decision": kind,
+            "arguments": decision.arguments,
+            "message": decision.message,
+            "decided_by": decision.decided_by,
+            "decided_at": decision.decided_at,
+            "by_deadline": by_deadline,
+        });
+        self.decision = Some(decision);
+        Ok(self.event(kind.event_type(), data))
+    }
+
+    /// A light check of edited arguments against the schema: the arguments are
+    /// an object holding every `required` property with the declared JSON type.
+    fn check_schema(&self, args: &Value) -> Result<(), AppError> {
+        let Some(schema) = &self.arguments_schema else { return Ok(()) };
+        let obj =
+            args.as_object().ok_or_else(|| AppError::invalid("edited arguments must be a JSON object"))?;
+        for key in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !obj.contains_key(key) {
+                return Err(AppError::invalid(format!("edited arguments lack required property '{key}'")));
+            }
+        }
+        for (key, value) in obj {
+            let Some(want) = schema["properties"][key]["type"].as_str() else { continue };
+            let ok = match want {
+                "string" => value.is_string(),
+                "number" => value.is_number(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "boolean" => value.is_boolean(),
+                "array" => value.is_array(),
+                "object" => value.is_object(),
+                _ => true,
+            };
+            if !ok {
+                return Err(AppError::invalid(format!("edited property '{key}' must be of type {want}")));
+            }
+        }
+        Ok(())
+    }
+}

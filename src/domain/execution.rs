@@ -1,0 +1,353 @@
+//! Executions: one run of an agent on an input.
+//! `queued -> running <-> awaiting_approval -> completed | failed | cancelled`;
+//! `running | awaiting_approval -> detached` when the executor vanishes, and
+//! back when it re-attaches within the grace period (else `failed`).
+//! A cancel is a request first (`cancel_requested`); the execution becomes
+//! `cancelled` when the executor acknowledges or the cancel times out.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::AppError;
+use super::event::EventPayload;
+use super::task::{MAX_DESCRIPTION, MAX_ID, MAX_TEXT, check_len};
+
+/// Inputs, arguments and results are JSON of at most this many bytes.
+pub const MAX_JSON: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    Queued,
+    Running,
+    AwaitingApproval,
+    Detached,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl ExecutionStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Detached => "detached",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::AwaitingApproval,
+            Self::Detached,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Execution {
+    pub id: String,
+    pub tenant: String,
+    pub agent_id: String,
+    pub task_id: Option<String>,
+    pub input: Value,
+    pub status: ExecutionStatus,
+    pub output: String,
+    pub error: String,
+    pub cancel_requested: bool,
+    #[serde(skip)]
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The attached executor session running it, if any.
+    #[serde(skip)]
+    pub executor: Option<String>,
+    #[serde(skip)]
+    pub detached_at: Option<DateTime<Utc>>,
+    pub pending_approvals: u32,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_seq: u64,
+}
+
+/// What an executor reports about an execution (seed 002's names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Report {
+    Thinking { text: String },
+    ToolCall { tool_call_id: String, tool: String, arguments: Value },
+    ToolResult { tool_call_id: String, result: Value, is_error: bool },
+    MessageDelta { text: String },
+    SubagentStart { name: String, detail: String },
+    SubagentEnd { name: String, detail: String },
+    Complete { output: String },
+    Error { message: String },
+    Cancelled { output: String },
+}
+
+/// Parses JSON text, refusing what is not JSON or too large. A non-JSON
+/// string is taken as `{"prompt": text}` when `wrap` is set (for inputs).
+pub fn parse_json(field: &str, text: &str, wrap: bool) -> Result<Value, AppError> {
+    if text.len() > MAX_JSON {
+        return Err(AppError::invalid(format!("{field} is {} bytes; the limit is {MAX_JSON}", text.len())));
+    }
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(_) if wrap => Ok(serde_json::json!({ "prompt": text })),
+        Err(e) => Err(AppError::invalid(format!("{field} must be JSON: {e}"))),
+    }
+}
+
+impl Execution {
+    pub fn create(
+        id: String,
+        agent_id: String,
+        input: Value,
+        task_id: Option<String>,
+        tenant: &str,
+        created_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Self, EventPayload), AppError> {
+        super::agent::validate_agent_id(&agent_id)?;
+        if let Some(t) = &task_id {
+            check_len("task_id", t, MAX_ID)?;
+        }
+        let e = Self {
+            id,
+            tenant: tenant.into(),
+            agent_id,
+            task_id,
+            input,
+            status: ExecutionStatus::Queued,
+            output: String::new(),
+            error: String::new(),
+            cancel_requested: false,
+            cancel_requested_at: None,
+            executor: None,
+            detached_at: None,
+            pending_approvals: 0,
+            created_by: created_by.into(),
+            created_at: now,
+            updated_at: now,
+            last_seq: 0,
+        };
+        let event = e.status_event("execution_created", None);
+        Ok((e, event))
+    }
+
+    /// The event that tells watchers the execution's status changed.
+    pub fn status_event(&self, kind: &str, detail: Option<String>) -> EventPayload {
+        EventPayload::Execution(super::event::ExecutionEvent {
+            execution_id: self.id.clone(),
+            kind: kind.into(),
+            status: self.status,
+            data: serde_json::json!({
+                "agent_id": self.agent_id,
+                "task_id": self.task_id,
+                "detail": detail,
+                "output": (!self.output.is_empty()).then_some(&self.output),
+                "error": (!self.error.is_empty()).then_some(&self.error),
+            }),
+        })
+    }
+
+    fn refuse_if_finished(&self, action: &str) -> Result<(), AppError> {
+        if self.status.is_terminal() {
+            return Err(AppError::precondition(format!(
+                "cannot {action} execution {}: it is already {}",
+                self.id,
+                self.status.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// An executor takes a queued execution.
+    pub fn start(&mut self, executor: &str, now: DateTime<Utc>) -> Result<EventPayload, AppError> {
+        if self.status != ExecutionStatus::Queued {
+            return Err(AppError::precondition(format!("execution {} is not queued", self.id)));
+        }
+        self.status = ExecutionStatus::Running;
+        self.executor = Some(executor.into());
+        self.updated_at = now;
+        Ok(self.status_event("execution_started", None))
+    }
+
+    fn live_status(&self) -> ExecutionStatus {
+        if self.pending_approvals > 0 { ExecutionStatus::AwaitingApproval } else { ExecutionStatus::Running }
+    }
+
+    pub fn detach(&mut self, now: DateTime<Utc>) -> Option<EventPayload> {
+        if !matches!(self.status, ExecutionStatus::Running | ExecutionStatus::AwaitingApproval) {
+            return None;
+        }
+        self.status = ExecutionStatus::Detached;
+        self.executor = None;
+        self.detached_at = Some(now);
+        self.updated_at = now;
+        Some(self.status_event("executor_detached", None))
+    }
+
+    pub fn reattach(&mut self, executor: &str, now: DateTime<Utc>) -> Option<EventPayload> {
+        if self.status != ExecutionStatus::Detached {
+            return None;
+        }
+        self.status = self.live_status();
+        self.executor = Some(executor.into());
+        self.detached_at = None;
+        self.updated_at = now;
+        Some(self.status_event("executor_reattached", None))
+    }
+
+    /// Fails a detached execution whose executor did not come back in time.
+    pub fn abandon(&mut self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Option<EventPayload> {
+        if self.status != ExecutionStatus::Detached || self.detached_at.is_some_and(|d| d >= cutoff) {
+            return None;
+        }
+        self.status = ExecutionStatus::Failed;
+        self.error =
+            format!("the executor of agent {} went away and did not re-attach in time", self.agent_id);
+        self.updated_at = now;
+        Some(EventPayload::Execution(super::event::ExecutionEvent {
+            execution_id: self.id.clone(),
+            kind: "error".into(),
+            status: self.status,
+            data: serde_json::json!({ "message": self.error, "by": "herald" }),
+        }))
+    }
+
+    /// Applies an executor's report; returns its event.
+    pub fn report(&mut self, report: Report, now: DateTime<Utc>) -> Result<EventPayload, AppError> {
+        self.refuse_if_finished("report on")?;
+        if self.status == ExecutionStatus::Queued {
+            return Err(AppError::precondition(format!(
+                "execution {} is queued: no executor has taken it yet",
+                self.id
+            )));
+        }
+        match &report {
+            Report::Thinking { text } | Report::MessageDelta { text } => {
+                check_len("text", text, MAX_DESCRIPTION)?
+            }
+            Report::ToolCall { tool_call_id, tool, .. } => {
+                check_len("tool_call_id", tool_call_id, MAX_ID)?;
+                check_len("tool", tool, MAX_TEXT)?;
+            }
+            Report::ToolResult { tool_call_id, .. } => check_len("tool_call_id", tool_call_id, MAX_ID)?,
+            Report::SubagentStart { name, detail } | Report::SubagentEnd { name, detail } => {
+                check_len("name", name, MAX_TEXT)?;
+                check_len("detail", detail, MAX_DESCRIPTION)?;
+            }
+            Report::Complete { output } | Report::Cancelled { output } => {
+                check_len("output", output, MAX_JSON)?
+            }
+            Report::Error { message } => check_len("message", message, MAX_DESCRIPTION)?,
+        }
+        match &report {
+            Report::Complete { output } => {
+                self.status = ExecutionStatus::Completed;
+                self.output = output.clone();
+            }
+            Report::Error { message } => {
+                self.status = ExecutionStatus::Failed;
+                self.error = message.clone();
+            }
+            Report::Cancelled { output } => {
+                self.status = ExecutionStatus::Cancelled;
+                self.output = output.clone();
+            }
+            _ => {}
+        }
+        self.updated_at = now;
+        let mut data = serde_json::to_value(&report).expect("reports serialize");
+        let kind = data["kind"].as_str().unwrap_or_default().to_string();
+        if let Some(obj) = data.as_object_mut() {
+            obj.remove("kind");
+        }
+        Ok(EventPayload::Execution(super::event::ExecutionEvent {
+            execution_id: self.id.clone(),
+            kind,
+            status: self.status,
+            data,
+        }))
+    }
+
+    /// Records a cancel request. A queued execution is cancelled at once
+    /// (returns true); otherwise the executor must acknowledge.
+    pub fn request_cancel(
+        &mut self,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<(EventPayload, bool), AppError> {
+        check_len("reason", &reason, MAX_DESCRIPTION)?;
+        self.refuse_if_finished("cancel")?;
+        self.updated_at = now;
+        if self.status == ExecutionStatus::Queued {
+            self.status = ExecutionStatus::Cancelled;
+            return Ok((self.status_event("cancelled", Some(reason)), true));
+        }
+        if self.cancel_requested {
+            return Err(AppError::precondition(format!(
+                "a cancel of execution {} is already requested",
+                self.id
+            )));
+        }
+        self.cancel_requested = true;
+        self.cancel_requested_at = Some(now);
+        Ok((self.status_event("cancel_requested", Some(reason)), false))
+    }
+
+    /// Cancels an execution whose executor did not acknowledge a cancel in time.
+    pub fn cancel_timed_out(&mut self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Option<EventPayload> {
+        if self.status.is_terminal() || !self.cancel_requested_at.is_some_and(|t| t < cutoff) {
+            return None;
+        }
+        self.status = ExecutionStatus::Cancelled;
+        self.updated_at = now;
+        Some(
+            self.status_event(
+                "cancelled",
+                Some("the executor did not acknowledge the cancel in time".into()),
+            ),
+        )
+    }
+
+    pub fn approval_requested(&mut self, now: DateTime<Utc>) -> Result<(), AppError> {
+        self.refuse_if_finished("request an approval for")?;
+        if !matches!(self.status, ExecutionStatus::Running | ExecutionStatus::AwaitingApproval) {
+            return Err(AppError::precondition(format!(
+                "execution {} is {}; approvals are requested while it runs",
+                self.id,
+                self.status.as_str()
+            )));
+        }
+        self.pending_approvals += 1;
+        self.status = ExecutionStatus::AwaitingApproval;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    pub fn approval_decided(&mut self, now: DateTime<Utc>) {
+        self.pending_approvals = self.pending_approvals.saturating_sub(1);
+        if self.status == ExecutionStatus::AwaitingApproval {
+            self.status = self.live_status();
+        }
+        self.updated_at = now;
+    }
+}
