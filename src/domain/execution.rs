@@ -315,7 +315,7 @@ impl Execution {
 
     /// Cancels an execution whose executor did not acknowledge a cancel in time.
     pub fn cancel_timed_out(&mut self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Option<EventPayload> {
-        if self.status.is_terminal() || !self.cancel_requested_at.is_some_and(|t| t < cutoff) {
+        if self.status.is_terminal() || self.cancel_requested_at.is_none_or(|t| t >= cutoff) {
             return None;
         }
         self.status = ExecutionStatus::Cancelled;
