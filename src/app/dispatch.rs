@@ -53,6 +53,13 @@ impl Dispatcher {
         rx
     }
 
+    /// Ends every executor's command stream (shutdown).
+    pub fn close_all(&self) {
+        let mut inner = self.inner.lock().expect("dispatcher lock");
+        inner.sessions.clear();
+        inner.owners.clear();
+    }
+
     pub fn unregister(&self, id: &str) {
         let mut inner = self.inner.lock().expect("dispatcher lock");
         inner.sessions.remove(id);

@@ -104,9 +104,10 @@ impl App {
         &self.store
     }
 
-    /// Ends every open subscription (streams and sockets close cleanly).
+    /// Ends every open subscription and executor stream (they close cleanly).
     pub fn close_subscriptions(&self) {
         self.hub.close_all(CloseReason::Shutdown);
+        self.dispatcher.close_all();
     }
 
     async fn write(&self, actor: &Actor, cmd: Command) -> AppResult<Outcome> {

@@ -4,10 +4,12 @@
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
+use crate::app::dispatch::ExecutorCommand;
 use crate::domain::event::{AgentUpdate, TaskCreated, TaskFinished, TaskProgress};
+use crate::domain::execution::parse_json;
 use crate::domain::{
-    Agent, AgentRegistration, AgentStatus, AppError, Event, EventPayload, ExecutionStatus, NewTask,
-    ProgressReport, Task, TaskStatus,
+    Agent, AgentRegistration, AgentStatus, AppError, Approval, ApprovalRequest, Decision, DecisionKind,
+    Event, EventPayload, Execution, ExecutionStatus, NewTask, ProgressReport, Report, Task, TaskStatus,
 };
 use crate::proto as pb;
 use crate::storage::ProgressEntry;
@@ -244,5 +246,166 @@ pub fn event(e: &Event, channel: &str) -> pb::Event {
         actor: e.actor.clone(),
         resource: e.payload.resource().to_string(),
         payload: Some(payload(&e.payload)),
+    }
+}
+
+pub fn decision_kind(k: DecisionKind) -> pb::DecisionKind {
+    match k {
+        DecisionKind::Approve => pb::DecisionKind::Approve,
+        DecisionKind::Reject => pb::DecisionKind::Reject,
+        DecisionKind::Edit => pb::DecisionKind::Edit,
+        DecisionKind::Respond => pb::DecisionKind::Respond,
+    }
+}
+
+pub fn decision_kind_from(v: i32) -> Result<DecisionKind, AppError> {
+    match pb::DecisionKind::try_from(v) {
+        Ok(pb::DecisionKind::Approve) => Ok(DecisionKind::Approve),
+        Ok(pb::DecisionKind::Reject) => Ok(DecisionKind::Reject),
+        Ok(pb::DecisionKind::Edit) => Ok(DecisionKind::Edit),
+        Ok(pb::DecisionKind::Respond) => Ok(DecisionKind::Respond),
+        _ => Err(AppError::invalid("kind must be APPROVE, REJECT, EDIT or RESPOND")),
+    }
+}
+
+fn json_or_empty(v: &serde_json::Value) -> String {
+    if v.is_null() { String::new() } else { v.to_string() }
+}
+
+fn time_from(t: &Timestamp) -> Result<DateTime<Utc>, AppError> {
+    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .ok_or_else(|| AppError::invalid("timestamp out of range"))
+}
+
+impl From<Execution> for pb::Execution {
+    fn from(e: Execution) -> Self {
+        Self {
+            status: execution_status(e.status).into(),
+            input: json_or_empty(&e.input),
+            created_at: Some(timestamp(e.created_at)),
+            updated_at: Some(timestamp(e.updated_at)),
+            id: e.id,
+            agent_id: e.agent_id,
+            task_id: e.task_id.unwrap_or_default(),
+            output: e.output,
+            error: e.error,
+            cancel_requested: e.cancel_requested,
+            created_by: e.created_by,
+            tenant: e.tenant,
+            last_seq: e.last_seq,
+        }
+    }
+}
+
+impl From<Decision> for pb::Decision {
+    fn from(d: Decision) -> Self {
+        Self {
+            kind: decision_kind(d.kind).into(),
+            arguments: json_or_empty(&d.arguments),
+            message: d.message,
+            decided_by: d.decided_by,
+            decided_at: Some(timestamp(d.decided_at)),
+            by_deadline: d.by_deadline,
+        }
+    }
+}
+
+impl From<Approval> for pb::Approval {
+    fn from(a: Approval) -> Self {
+        Self {
+            arguments: json_or_empty(&a.arguments),
+            allowed_decisions: a.allowed_decisions.iter().map(|k| decision_kind(*k).into()).collect(),
+            arguments_schema: a.arguments_schema.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+            deadline: a.deadline.map(timestamp),
+            deadline_decision: decision_kind(a.deadline_decision).into(),
+            status: if a.decision.is_some() {
+                pb::ApprovalStatus::Decided
+            } else {
+                pb::ApprovalStatus::Pending
+            }
+            .into(),
+            requested_at: Some(timestamp(a.requested_at)),
+            decision: a.decision.map(Into::into),
+            id: a.id,
+            execution_id: a.execution_id,
+            tool_call_id: a.tool_call_id,
+            action: a.action,
+            requested_by: a.requested_by,
+            tenant: a.tenant,
+            last_seq: a.last_seq,
+        }
+    }
+}
+
+impl From<ExecutorCommand> for pb::ExecutorCommand {
+    fn from(c: ExecutorCommand) -> Self {
+        use pb::executor_command::Command as C;
+        let command = match c {
+            ExecutorCommand::Execute { execution, resumed } => C::Execute(pb::ExecuteCommand {
+                input: json_or_empty(&execution.input),
+                execution_id: execution.id,
+                task_id: execution.task_id.unwrap_or_default(),
+                resumed,
+            }),
+            ExecutorCommand::Cancel { execution_id, reason } => {
+                C::Cancel(pb::CancelCommand { execution_id, reason })
+            }
+            ExecutorCommand::Decision { approval, decision } => C::Decision(pb::DecisionCommand {
+                execution_id: approval.execution_id,
+                approval_id: approval.id,
+                tool_call_id: approval.tool_call_id,
+                decision: Some(decision.into()),
+            }),
+        };
+        Self { command: Some(command) }
+    }
+}
+
+impl TryFrom<pb::report_event_request::Event> for Report {
+    type Error = AppError;
+    fn try_from(e: pb::report_event_request::Event) -> Result<Self, AppError> {
+        use pb::report_event_request::Event as E;
+        Ok(match e {
+            E::Thinking(t) => Report::Thinking { text: t.text },
+            E::ToolCall(t) => Report::ToolCall {
+                tool_call_id: required_id("tool_call.tool_call_id", &t.tool_call_id)?,
+                tool: required_id("tool_call.tool", &t.tool)?,
+                arguments: parse_json("tool_call.arguments", &t.arguments, false)?,
+            },
+            E::ToolResult(t) => Report::ToolResult {
+                tool_call_id: required_id("tool_result.tool_call_id", &t.tool_call_id)?,
+                result: parse_json("tool_result.result", &t.result, true)?,
+                is_error: t.is_error,
+            },
+            E::MessageDelta(m) => Report::MessageDelta { text: m.text },
+            E::SubagentStart(s) => Report::SubagentStart { name: s.name, detail: s.detail },
+            E::SubagentEnd(s) => Report::SubagentEnd { name: s.name, detail: s.detail },
+            E::Complete(c) => Report::Complete { output: c.output },
+            E::Error(e) => Report::Error { message: e.message },
+            E::Cancelled(c) => Report::Cancelled { output: c.output },
+        })
+    }
+}
+
+impl TryFrom<pb::RequestApprovalRequest> for ApprovalRequest {
+    type Error = AppError;
+    fn try_from(r: pb::RequestApprovalRequest) -> Result<Self, AppError> {
+        let schema = parse_json("arguments_schema", &r.arguments_schema, false)?;
+        Ok(Self {
+            tool_call_id: required_id("tool_call_id", &r.tool_call_id)?,
+            action: required_id("action", &r.action)?,
+            arguments: parse_json("arguments", &r.arguments, false)?,
+            allowed_decisions: r
+                .allowed_decisions
+                .into_iter()
+                .map(decision_kind_from)
+                .collect::<Result<_, _>>()?,
+            arguments_schema: (!schema.is_null()).then_some(schema),
+            deadline: r.deadline.as_ref().map(time_from).transpose()?,
+            deadline_decision: match r.deadline_decision {
+                0 => None,
+                k => Some(decision_kind_from(k)?),
+            },
+        })
     }
 }

@@ -4,6 +4,7 @@
 mod agents;
 pub mod convert;
 mod events;
+mod executions;
 mod tasks;
 
 use std::sync::Arc;
@@ -62,7 +63,19 @@ pub async fn routes(app: App, verifier: Verifier) -> anyhow::Result<Routes> {
             auth.clone(),
         ))
         .add_service(proto::event_service_server::EventServiceServer::with_interceptor(
-            events::Events(app),
+            events::Events(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(proto::execution_service_server::ExecutionServiceServer::with_interceptor(
+            executions::Executions(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(proto::executor_service_server::ExecutorServiceServer::with_interceptor(
+            executions::Executors(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(proto::approval_service_server::ApprovalServiceServer::with_interceptor(
+            executions::Approvals(app),
             auth,
         )))
 }

@@ -51,7 +51,7 @@ impl From<QueryRejection> for AppError {
     }
 }
 
-type ApiResult = Result<Response, AppError>;
+pub type ApiResult = Result<Response, AppError>;
 
 pub fn routes(state: ApiState) -> Router {
     Router::new()
@@ -70,7 +70,7 @@ pub fn routes(state: ApiState) -> Router {
         .with_state(state)
 }
 
-fn ok(v: impl serde::Serialize) -> ApiResult {
+pub fn ok(v: impl serde::Serialize) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
@@ -148,11 +148,16 @@ struct Detail {
     reason: Option<String>,
 }
 
-fn detail(body: &[u8]) -> Result<Detail, AppError> {
+/// An optional JSON body: empty means the defaults.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, AppError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Detail::default());
+        return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| AppError::invalid(format!("invalid JSON body: {e}")))
+}
+
+fn detail(body: &[u8]) -> Result<Detail, AppError> {
+    optional_json(body)
 }
 
 async fn complete_task(

@@ -2,6 +2,7 @@
 //! [`AppError`] to a JSON error response, and the 404 fallback.
 
 pub mod api;
+mod hitl;
 
 use axum::Json;
 use axum::Router;
@@ -37,7 +38,8 @@ pub fn routes(app: App, verifier: crate::auth::Verifier) -> Router {
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .with_state(app.clone());
-    health.merge(api::routes(api::ApiState { app, verifier }))
+    let state = api::ApiState { app, verifier };
+    health.merge(api::routes(state.clone())).merge(hitl::routes(state))
 }
 
 async fn readyz(State(app): State<App>) -> Response {

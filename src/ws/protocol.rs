@@ -41,10 +41,49 @@ pub enum ClientFrame {
     RefreshToken {
         token: Option<String>,
     },
+    /// Seed 002: run an agent; the connection is subscribed to the execution.
+    Execute {
+        agent_id: Option<String>,
+        #[serde(default)]
+        input: Value,
+        task_id: Option<String>,
+    },
+    Cancel {
+        execution_id: Option<String>,
+        #[serde(default)]
+        reason: String,
+    },
+    Approve {
+        #[serde(alias = "request_id", alias = "id")]
+        approval_id: Option<String>,
+        #[serde(default, alias = "comment")]
+        message: String,
+    },
+    Reject {
+        #[serde(alias = "request_id", alias = "id")]
+        approval_id: Option<String>,
+        #[serde(default, alias = "reason")]
+        message: String,
+    },
+    Edit {
+        #[serde(alias = "request_id", alias = "id")]
+        approval_id: Option<String>,
+        #[serde(alias = "edited_arguments", alias = "args")]
+        arguments: Option<Value>,
+        #[serde(default, alias = "comment")]
+        message: String,
+    },
+    Respond {
+        #[serde(alias = "request_id", alias = "id")]
+        approval_id: Option<String>,
+        #[serde(default, alias = "text", alias = "response")]
+        message: String,
+    },
 }
 
 /// The types a client may send, for the error message about an unknown one.
-pub const CLIENT_TYPES: &str = "subscribe, unsubscribe, ping, refresh_token";
+pub const CLIENT_TYPES: &str =
+    "subscribe, unsubscribe, ping, refresh_token, execute, cancel, approve, reject, edit, respond";
 
 impl ClientFrame {
     /// Parses a text frame, telling invalid JSON, an unknown type and a

@@ -16,9 +16,11 @@ use tokio::time::{Instant, sleep_until};
 
 use super::protocol::{ClientFrame, close, error_frame, event_frame, required, snapshot_frame};
 use super::{Sink, Slot, WRITE_TIMEOUT, WsState, close_with};
+use crate::app::App;
 use crate::app::{End, Subscription};
-use crate::domain::{Actor, AppError, Channel};
+use crate::domain::{Actor, AppError, Channel, DecisionKind};
 use crate::hub::CloseReason;
+use serde_json::Value;
 
 /// What the reader asks the writer to do.
 enum Control {
@@ -96,9 +98,11 @@ async fn read(
                 Err(e) => Err(e),
             }
         };
-        let control = reply.unwrap_or_else(|e| Control::Send(error_frame(&e)));
-        if tx.send(control).await.is_err() {
-            return;
+        let controls = reply.unwrap_or_else(|e| vec![Control::Send(error_frame(&e))]);
+        for control in controls {
+            if tx.send(control).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -108,9 +112,11 @@ async fn handle(
     state: &WsState,
     actor: &mut Actor,
     subscribed: &mut HashSet<Channel>,
-) -> Result<Control, AppError> {
+) -> Result<Vec<Control>, AppError> {
+    let send = |v: serde_json::Value| Ok(vec![Control::Send(v.to_string())]);
+    let app = &state.app;
     match ClientFrame::parse(text)? {
-        ClientFrame::Ping => Ok(Control::Send(json!({ "type": "pong" }).to_string())),
+        ClientFrame::Ping => send(json!({ "type": "pong" })),
         ClientFrame::Subscribe { channel, after_seq } => {
             let channel = Channel::parse(&required("channel", channel)?)?;
             state.app.check_channel(actor, &channel).await?;
@@ -121,12 +127,12 @@ async fn handle(
                 )));
             }
             subscribed.insert(channel.clone());
-            Ok(Control::Subscribe { channel, after: after_seq })
+            Ok(vec![Control::Subscribe { channel, after: after_seq }])
         }
         ClientFrame::Unsubscribe { channel } => {
             let channel = Channel::parse(&required("channel", channel)?)?;
             subscribed.remove(&channel);
-            Ok(Control::Unsubscribe(channel))
+            Ok(vec![Control::Unsubscribe(channel)])
         }
         ClientFrame::RefreshToken { token } => {
             let fresh = state.verifier.verify(&required("token", token)?)?;
@@ -136,9 +142,51 @@ async fn handle(
                 ));
             }
             *actor = fresh.clone();
-            Ok(Control::Refreshed(fresh))
+            Ok(vec![Control::Refreshed(fresh)])
+        }
+        ClientFrame::Execute { agent_id, input, task_id } => {
+            let input = match input {
+                Value::String(s) => json!({ "prompt": s }),
+                other => other,
+            };
+            let e = app.execute(actor, &required("agent_id", agent_id)?, input, task_id).await?;
+            let channel = Channel::Execution(e.id.clone());
+            subscribed.insert(channel.clone());
+            let accepted = json!({ "type": "execute_accepted", "execution_id": e.id, "status": e.status });
+            // From seq 0: the replay brings execution_created and anything since.
+            Ok(vec![Control::Send(accepted.to_string()), Control::Subscribe { channel, after: Some(0) }])
+        }
+        ClientFrame::Cancel { execution_id, reason } => {
+            let e = app.cancel_execution(actor, &required("execution_id", execution_id)?, reason).await?;
+            send(json!({ "type": "cancel_accepted", "execution_id": e.id, "status": e.status }))
+        }
+        ClientFrame::Approve { approval_id, message } => {
+            decide(app, actor, approval_id, DecisionKind::Approve, None, message).await
+        }
+        ClientFrame::Reject { approval_id, message } => {
+            decide(app, actor, approval_id, DecisionKind::Reject, None, message).await
+        }
+        ClientFrame::Edit { approval_id, arguments, message } => {
+            let arguments = Some(arguments.ok_or_else(|| AppError::invalid("missing field 'arguments'"))?);
+            decide(app, actor, approval_id, DecisionKind::Edit, arguments, message).await
+        }
+        ClientFrame::Respond { approval_id, message } => {
+            decide(app, actor, approval_id, DecisionKind::Respond, None, message).await
         }
     }
+}
+
+async fn decide(
+    app: &App,
+    actor: &Actor,
+    approval_id: Option<String>,
+    kind: DecisionKind,
+    arguments: Option<Value>,
+    message: String,
+) -> Result<Vec<Control>, AppError> {
+    let a = app.decide(actor, &required("approval_id", approval_id)?, kind, arguments, message).await?;
+    let reply = json!({ "type": "decided", "approval_id": a.id, "execution_id": a.execution_id, "decision": a.decision });
+    Ok(vec![Control::Send(reply.to_string())])
 }
 
 async fn send(sink: &mut Sink, msg: Message) -> bool {

@@ -1,0 +1,130 @@
+//! `herald.v1.ExecutionService`, `ExecutorService` and `ApprovalService` over [`App`].
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::convert::{decision_kind_from, required_id};
+use crate::app::App;
+use crate::auth::grpc::actor;
+use crate::domain::execution::parse_json;
+use crate::domain::{AppError, Report};
+use crate::proto::{
+    self as pb, approval_service_server::ApprovalService, execution_service_server::ExecutionService,
+    executor_service_server::ExecutorService,
+};
+
+type Reply<T> = Result<Response<T>, Status>;
+
+pub struct Executions(pub Arc<App>);
+
+#[tonic::async_trait]
+impl ExecutionService for Executions {
+    async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Reply<pb::Execution> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let input = parse_json("input", &r.input, true)?;
+        let task_id = Some(r.task_id).filter(|t| !t.is_empty());
+        let e = self.0.execute(&actor, &required_id("agent_id", &r.agent_id)?, input, task_id).await?;
+        Ok(Response::new(e.into()))
+    }
+
+    async fn get_execution(&self, req: Request<pb::GetExecutionRequest>) -> Reply<pb::Execution> {
+        let actor = actor(&req)?;
+        Ok(Response::new(self.0.execution(&actor, &required_id("id", &req.get_ref().id)?).await?.into()))
+    }
+
+    async fn cancel_execution(&self, req: Request<pb::CancelExecutionRequest>) -> Reply<pb::Execution> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.0.cancel_execution(&actor, &required_id("id", &r.id)?, r.reason).await?.into()))
+    }
+}
+
+pub struct Executors(pub Arc<App>);
+
+/// Commands buffered per executor stream between the session and the client.
+const COMMAND_STREAM_BUFFER: usize = 16;
+
+#[tonic::async_trait]
+impl ExecutorService for Executors {
+    type AttachStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ExecutorCommand, Status>>;
+
+    async fn attach(&self, req: Request<pb::AttachRequest>) -> Reply<Self::AttachStream> {
+        let actor = actor(&req)?;
+        let agent_id = required_id("agent_id", &req.get_ref().agent_id)?;
+        let mut session = self.0.attach_executor(&actor, &agent_id).await?;
+        let (tx, rx) = mpsc::channel(COMMAND_STREAM_BUFFER);
+        let app = self.0.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    cmd = session.commands.recv() => match cmd {
+                        Some(cmd) => {
+                            if tx.send(Ok(cmd.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => {
+                            let end = Status::unavailable("command stream closed (shutdown or too far behind): attach again");
+                            let _ = tx.send(Err(end)).await;
+                            break;
+                        }
+                    },
+                }
+            }
+            app.detach_executor(&actor, &session.id).await;
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn report_event(&self, req: Request<pb::ReportEventRequest>) -> Reply<pb::Execution> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let id = required_id("execution_id", &r.execution_id)?;
+        let report: Report = r.event.ok_or_else(|| AppError::invalid("event is required"))?.try_into()?;
+        Ok(Response::new(self.0.report(&actor, &id, report).await?.into()))
+    }
+
+    async fn request_approval(&self, req: Request<pb::RequestApprovalRequest>) -> Reply<pb::Approval> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let id = required_id("execution_id", &r.execution_id)?;
+        Ok(Response::new(self.0.request_approval(&actor, &id, r.try_into()?).await?.into()))
+    }
+}
+
+pub struct Approvals(pub Arc<App>);
+
+#[tonic::async_trait]
+impl ApprovalService for Approvals {
+    async fn decide(&self, req: Request<pb::DecideRequest>) -> Reply<pb::Approval> {
+        let actor = actor(&req)?;
+        let r = req.into_inner();
+        let kind = decision_kind_from(r.kind)?;
+        let arguments = Some(parse_json("arguments", &r.arguments, false)?).filter(|v| !v.is_null());
+        let a = self
+            .0
+            .decide(&actor, &required_id("approval_id", &r.approval_id)?, kind, arguments, r.message)
+            .await?;
+        Ok(Response::new(a.into()))
+    }
+
+    async fn get_approval(&self, req: Request<pb::GetApprovalRequest>) -> Reply<pb::Approval> {
+        let actor = actor(&req)?;
+        Ok(Response::new(self.0.approval(&actor, &required_id("id", &req.get_ref().id)?).await?.into()))
+    }
+
+    async fn list_pending_approvals(
+        &self,
+        req: Request<pb::ListPendingApprovalsRequest>,
+    ) -> Reply<pb::ListPendingApprovalsResponse> {
+        let actor = actor(&req)?;
+        let approvals = self.0.pending_approvals(&actor).await?;
+        Ok(Response::new(pb::ListPendingApprovalsResponse {
+            approvals: approvals.into_iter().map(Into::into).collect(),
+        }))
+    }
+}

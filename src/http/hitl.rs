@@ -1,0 +1,88 @@
+//! HTTP routes for executions and approvals (`/api/v1/executions`,
+//! `/api/v1/approvals`), over the same use-cases as gRPC and the bridge.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::api::{ApiResult, ApiState, Body, Caller, ok};
+use crate::domain::{AppError, DecisionKind};
+
+pub fn routes(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/executions", post(execute))
+        .route("/api/v1/executions/{id}", get(get_execution))
+        .route("/api/v1/executions/{id}/cancel", post(cancel))
+        .route("/api/v1/approvals", get(pending))
+        .route("/api/v1/approvals/{id}", get(get_approval))
+        .route("/api/v1/approvals/{id}/decide", post(decide))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct Execute {
+    agent_id: Option<String>,
+    #[serde(default)]
+    input: Value,
+    task_id: Option<String>,
+}
+
+async fn execute(State(s): State<ApiState>, Caller(a): Caller, Body(b): Body<Execute>) -> ApiResult {
+    let agent_id = b.agent_id.ok_or_else(|| AppError::invalid("missing field 'agent_id'"))?;
+    let input = match b.input {
+        Value::String(p) => json!({ "prompt": p }),
+        other => other,
+    };
+    ok(s.app.execute(&a, &agent_id, input, b.task_id).await?)
+}
+
+async fn get_execution(State(s): State<ApiState>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult {
+    ok(s.app.execution(&a, &id).await?)
+}
+
+#[derive(Deserialize, Default)]
+struct Cancel {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn cancel(
+    State(s): State<ApiState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let Cancel { reason } = super::api::optional_json(&body)?;
+    ok(s.app.cancel_execution(&a, &id, reason).await?)
+}
+
+async fn pending(State(s): State<ApiState>, Caller(a): Caller) -> ApiResult {
+    ok(json!({ "approvals": s.app.pending_approvals(&a).await? }))
+}
+
+async fn get_approval(State(s): State<ApiState>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult {
+    ok(s.app.approval(&a, &id).await?)
+}
+
+#[derive(Deserialize)]
+struct Decide {
+    decision: Option<String>,
+    arguments: Option<Value>,
+    #[serde(default)]
+    message: String,
+}
+
+async fn decide(
+    State(s): State<ApiState>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    Body(b): Body<Decide>,
+) -> ApiResult {
+    let name = b.decision.ok_or_else(|| AppError::invalid("missing field 'decision'"))?;
+    let kind = DecisionKind::parse(&name).ok_or_else(|| {
+        AppError::invalid(format!("unknown decision '{name}': use approve, reject, edit or respond"))
+    })?;
+    ok(s.app.decide(&a, &id, kind, b.arguments, b.message).await?)
+}
