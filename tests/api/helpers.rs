@@ -11,8 +11,9 @@ use herald::auth::Minter;
 use herald::config::Config;
 use herald::domain::Role;
 use herald::proto::{
-    agent_service_client::AgentServiceClient, event_service_client::EventServiceClient,
-    task_service_client::TaskServiceClient,
+    agent_service_client::AgentServiceClient, approval_service_client::ApprovalServiceClient,
+    event_service_client::EventServiceClient, execution_service_client::ExecutionServiceClient,
+    executor_service_client::ExecutorServiceClient, task_service_client::TaskServiceClient,
 };
 use herald::startup::Herald;
 use sea_orm::ConnectionTrait;
@@ -166,6 +167,18 @@ impl TestApp {
 
     pub fn events(&self, token: &str) -> EventServiceClient<Authed> {
         EventServiceClient::with_interceptor(self.channel.clone(), Self::bearer(token))
+    }
+
+    pub fn executions(&self, token: &str) -> ExecutionServiceClient<Authed> {
+        ExecutionServiceClient::with_interceptor(self.channel.clone(), Self::bearer(token))
+    }
+
+    pub fn executors(&self, token: &str) -> ExecutorServiceClient<Authed> {
+        ExecutorServiceClient::with_interceptor(self.channel.clone(), Self::bearer(token))
+    }
+
+    pub fn approvals(&self, token: &str) -> ApprovalServiceClient<Authed> {
+        ApprovalServiceClient::with_interceptor(self.channel.clone(), Self::bearer(token))
     }
 
     pub fn http(&self, path: &str) -> String {

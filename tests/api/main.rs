@@ -6,6 +6,7 @@ mod auth;
 mod bridge;
 mod compat;
 mod helpers;
+mod hitl;
 mod http;
 mod resume;
 mod seed000;

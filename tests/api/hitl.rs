@@ -1,0 +1,467 @@
+//! Human-in-the-loop: a real gRPC executor, real WebSocket approvers, every
+//! frame of seed 002's loop checked, and what must survive.
+
+use std::time::Duration;
+
+use herald::domain::Role;
+use herald::proto::{
+    self as pb, DecisionKind, executor_command::Command as Cmd, report_event_request::Event as Ev,
+};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::helpers::{Api, Backend, TestApp, Ws, next};
+use crate::on_both_backends;
+
+on_both_backends!(the_seed_002_loop_with_an_edit, restart_with_a_pending_approval);
+
+type Commands = tonic::Streaming<pb::ExecutorCommand>;
+
+/// An executor of agent "writer", attached with an agent token.
+struct Executor {
+    client: herald::proto::executor_service_client::ExecutorServiceClient<crate::helpers::Authed>,
+    commands: Commands,
+}
+
+impl Executor {
+    async fn attach(app: &TestApp, token: &str) -> Self {
+        let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
+        app.agents(token).register_agent(reg).await.unwrap();
+        let mut client = app.executors(token);
+        let commands =
+            client.attach(pb::AttachRequest { agent_id: "writer".into() }).await.unwrap().into_inner();
+        Self { client, commands }
+    }
+
+    async fn command(&mut self) -> Cmd {
+        next(&mut self.commands).await.command.expect("a command")
+    }
+
+    async fn report(&mut self, execution_id: &str, event: Ev) -> pb::Execution {
+        let req = pb::ReportEventRequest { execution_id: execution_id.into(), event: Some(event) };
+        self.client.report_event(req).await.unwrap().into_inner()
+    }
+
+    async fn ask(&mut self, execution_id: &str, deadline: Option<prost_types::Timestamp>) -> pb::Approval {
+        let req = pb::RequestApprovalRequest {
+            execution_id: execution_id.into(),
+            tool_call_id: "call-1".into(),
+            action: "send_email".into(),
+            arguments: json!({ "to": "team@example.com", "body": "hi" }).to_string(),
+            allowed_decisions: vec![
+                DecisionKind::Approve.into(),
+                DecisionKind::Reject.into(),
+                DecisionKind::Edit.into(),
+                DecisionKind::Respond.into(),
+            ],
+            arguments_schema:
+                json!({ "type": "object", "required": ["to"], "properties": { "to": { "type": "string" } } })
+                    .to_string(),
+            deadline,
+            deadline_decision: 0,
+        };
+        self.client.request_approval(req).await.unwrap().into_inner()
+    }
+}
+
+fn tokens(app: &TestApp) -> (String, String) {
+    (app.token("exec-1", &[Role::Agent], None), app.token("alice", &[Role::Approver], None))
+}
+
+/// Receives frames until one of `ty`, checking the types on the way.
+async fn expect(ws: &mut Ws, types: &[&str]) -> Vec<Value> {
+    let mut frames = Vec::new();
+    for ty in types {
+        let f = ws.recv().await;
+        assert_eq!(f["type"], *ty, "{f}");
+        frames.push(f);
+    }
+    frames
+}
+
+/// Receives one frame of each type, in any order (a reply to the client and
+/// an event both leave on the socket; either may come first). In `types` order.
+async fn expect_any_order(ws: &mut Ws, types: &[&str]) -> Vec<Value> {
+    let mut frames = Vec::new();
+    for _ in types {
+        frames.push(ws.recv().await);
+    }
+    types
+        .iter()
+        .map(|ty| {
+            frames
+                .iter()
+                .find(|f| f["type"] == *ty)
+                .unwrap_or_else(|| panic!("no {ty} in {frames:?}"))
+                .clone()
+        })
+        .collect()
+}
+
+/// Starts an execution from the browser and returns its id and the executor's EXECUTE.
+async fn execute_from_browser(ws: &mut Ws, exec: &mut Executor) -> String {
+    ws.send(json!({ "type": "execute", "agent_id": "writer", "input": "email the team" })).await;
+    let accepted = ws.recv().await;
+    assert_eq!(accepted["type"], "execute_accepted");
+    let id = accepted["execution_id"].as_str().unwrap().to_string();
+    let frames = expect(ws, &["subscribed", "execution_created", "execution_started"]).await;
+    assert_eq!(frames[0]["channel"], format!("execution:{id}"));
+    assert_eq!(frames[1]["data"]["status"], "queued");
+    assert_eq!(frames[2]["data"]["status"], "running");
+    let Cmd::Execute(cmd) = exec.command().await else { panic!("execute first") };
+    assert_eq!((cmd.execution_id.as_str(), cmd.resumed), (id.as_str(), false));
+    assert_eq!(serde_json::from_str::<Value>(&cmd.input).unwrap(), json!({ "prompt": "email the team" }));
+    id
+}
+
+async fn the_seed_002_loop_with_an_edit(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let mut ws = Ws::connect(&app, &approver).await;
+    let id = execute_from_browser(&mut ws, &mut exec).await;
+
+    exec.report(&id, Ev::Thinking(pb::Thinking { text: "who is the team?".into() })).await;
+    let call = pb::ToolCall {
+        tool_call_id: "call-1".into(),
+        tool: "send_email".into(),
+        arguments: "{\"to\":\"team@example.com\"}".into(),
+    };
+    exec.report(&id, Ev::ToolCall(call)).await;
+    let approval = exec.ask(&id, None).await;
+    let frames = expect(&mut ws, &["thinking", "tool_call", "approval_required"]).await;
+    assert_eq!(frames[0]["data"]["text"], "who is the team?");
+    assert_eq!(frames[1]["data"]["tool"], "send_email");
+    let required = &frames[2]["data"];
+    assert_eq!(
+        (required["approval_id"].as_str(), required["tool_call_id"].as_str()),
+        (Some(approval.id.as_str()), Some("call-1"))
+    );
+    assert_eq!(required["arguments"]["to"], "team@example.com");
+    assert_eq!(required["allowed_decisions"], json!(["approve", "reject", "edit", "respond"]));
+    let got =
+        app.executions(&approver).get_execution(pb::GetExecutionRequest { id: id.clone() }).await.unwrap();
+    assert_eq!(got.into_inner().status(), pb::ExecutionStatus::AwaitingApproval);
+
+    // A bad edit is refused and changes nothing; a good one wins.
+    ws.send(json!({ "type": "edit", "approval_id": approval.id, "arguments": { "body": "no recipient" } }))
+        .await;
+    assert_eq!(ws.recv().await["code"], "invalid_argument");
+    let edited = json!({ "to": "boss@example.com", "body": "hi" });
+    ws.send(json!({ "type": "edit", "approval_id": approval.id, "arguments": edited, "comment": "not the whole team" })).await;
+    let frames = expect_any_order(&mut ws, &["decided", "edited"]).await;
+    assert_eq!(frames[1]["data"]["arguments"], edited);
+    assert_eq!(frames[1]["data"]["decided_by"], "alice");
+    let Cmd::Decision(d) = exec.command().await else { panic!("the decision") };
+    let decision = d.decision.unwrap();
+    assert_eq!((d.approval_id.as_str(), d.tool_call_id.as_str()), (approval.id.as_str(), "call-1"));
+    assert_eq!((decision.kind(), decision.decided_by.as_str()), (DecisionKind::Edit, "alice"));
+    assert_eq!(serde_json::from_str::<Value>(&decision.arguments).unwrap(), edited);
+
+    let result =
+        pb::ToolResult { tool_call_id: "call-1".into(), result: "{\"sent\":true}".into(), is_error: false };
+    exec.report(&id, Ev::ToolResult(result)).await;
+    exec.report(&id, Ev::MessageDelta(pb::MessageDelta { text: "Sent.".into() })).await;
+    let done = exec.report(&id, Ev::Complete(pb::Complete { output: "done".into() })).await;
+    assert_eq!(done.status(), pb::ExecutionStatus::Completed);
+    let frames = expect(&mut ws, &["tool_result", "message_delta", "complete"]).await;
+    assert_eq!(frames[0]["data"]["result"]["sent"], true);
+    assert_eq!(frames[2]["data"]["status"], "completed");
+
+    // The audit trail, over HTTP.
+    let (status, audit) = Api::new(&app, &approver).get(&format!("/approvals/{}", approval.id)).await;
+    assert_eq!(status, 200);
+    assert_eq!(audit["requested_by"], "exec-1");
+    assert_eq!(audit["arguments"]["to"], "team@example.com");
+    assert_eq!(audit["decision"]["arguments"], edited);
+    assert_eq!(audit["decision"]["decided_by"], "alice");
+    assert_eq!(audit["decision"]["message"], "not the whole team");
+    assert_eq!(audit["decision"]["by_deadline"], false);
+    // A finished execution takes no more reports.
+    let late = pb::ReportEventRequest {
+        execution_id: id,
+        event: Some(Ev::Thinking(pb::Thinking { text: "x".into() })),
+    };
+    let err = exec.client.report_event(late).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("already completed"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_and_respond_reach_the_executor() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let mut ws = Ws::connect(&app, &approver).await;
+    for (frame, event, kind) in [
+        (json!({ "type": "reject", "message": "too risky" }), "rejected", DecisionKind::Reject),
+        (json!({ "type": "respond", "text": "use the wiki instead" }), "responded", DecisionKind::Respond),
+    ] {
+        let id = execute_from_browser(&mut ws, &mut exec).await;
+        let approval = exec.ask(&id, None).await;
+        expect(&mut ws, &["approval_required"]).await;
+        let mut frame = frame;
+        frame["approval_id"] = approval.id.clone().into();
+        ws.send(frame).await;
+        let frames = expect_any_order(&mut ws, &["decided", event]).await;
+        assert_eq!(frames[1]["data"]["arguments"], Value::Null);
+        let Cmd::Decision(d) = exec.command().await else { panic!("decision") };
+        let decision = d.decision.unwrap();
+        assert_eq!(decision.kind(), kind);
+        assert!(decision.message == "too risky" || decision.message == "use the wiki instead");
+        exec.report(&id, Ev::Complete(pb::Complete { output: String::new() })).await;
+        expect(&mut ws, &["complete"]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_approvers_at_once_one_wins_both_are_told() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (agent, _) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let e = app
+        .executions(&agent)
+        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
+        .await;
+    let id = e.unwrap().into_inner().id;
+    exec.command().await;
+    let approval = exec.ask(&id, None).await;
+    let mut handles = Vec::new();
+    for who in ["ann", "bob"] {
+        let mut client = app.approvals(&app.token(who, &[Role::Approver], None));
+        let approval_id = approval.id.clone();
+        handles.push(tokio::spawn(async move {
+            let kind = if who == "ann" { DecisionKind::Approve } else { DecisionKind::Reject };
+            client.decide(pb::DecideRequest { approval_id, kind: kind.into(), ..Default::default() }).await
+        }));
+    }
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one decision wins");
+    let winner = winners[0].get_ref().decision.clone().unwrap().decided_by;
+    let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert_eq!(loser.code(), Code::FailedPrecondition);
+    assert!(loser.message().contains(&format!("by {winner}")), "{}", loser.message());
+    let Cmd::Decision(d) = exec.command().await else { panic!("one decision") };
+    assert_eq!(d.decision.unwrap().decided_by, winner);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_decides_while_nobody_is_connected() {
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.app.sweep_interval = Duration::from_millis(100)).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let e = app
+        .executions(&agent)
+        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
+        .await;
+    let id = e.unwrap().into_inner().id;
+    exec.command().await;
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let deadline =
+        prost_types::Timestamp { seconds: soon.timestamp(), nanos: soon.timestamp_subsec_nanos() as i32 };
+    let approval = exec.ask(&id, Some(deadline)).await;
+    let Cmd::Decision(d) = exec.command().await else { panic!("the deadline's decision") };
+    let decision = d.decision.unwrap();
+    assert_eq!(
+        (decision.kind(), decision.by_deadline, decision.decided_by.as_str()),
+        (DecisionKind::Reject, true, "herald")
+    );
+    let a = app
+        .approvals(&approver)
+        .get_approval(pb::GetApprovalRequest { id: approval.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status(), pb::ApprovalStatus::Decided);
+    let pending =
+        app.approvals(&approver).list_pending_approvals(pb::ListPendingApprovalsRequest {}).await.unwrap();
+    assert!(pending.into_inner().approvals.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_is_acknowledged_or_times_out() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.app.sweep_interval = Duration::from_millis(100);
+        c.app.cancel_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let mut ws = Ws::connect(&app, &approver).await;
+
+    let id = execute_from_browser(&mut ws, &mut exec).await;
+    ws.send(json!({ "type": "cancel", "execution_id": id, "reason": "changed my mind" })).await;
+    expect_any_order(&mut ws, &["cancel_accepted", "cancel_requested"]).await;
+    let Cmd::Cancel(c) = exec.command().await else { panic!("cancel") };
+    assert_eq!((c.execution_id.as_str(), c.reason.as_str()), (id.as_str(), "changed my mind"));
+    let done = exec.report(&id, Ev::Cancelled(pb::Complete { output: "half an email".into() })).await;
+    assert_eq!((done.status(), done.output.as_str()), (pb::ExecutionStatus::Cancelled, "half an email"));
+    expect(&mut ws, &["cancelled"]).await;
+
+    // An executor that never acknowledges: cancelled after the timeout.
+    let id = execute_from_browser(&mut ws, &mut exec).await;
+    ws.send(json!({ "type": "cancel", "execution_id": id })).await;
+    expect_any_order(&mut ws, &["cancel_accepted", "cancel_requested"]).await;
+    let f = ws.recv().await;
+    assert_eq!((f["type"].as_str(), f["data"]["status"].as_str()), (Some("cancelled"), Some("cancelled")));
+    assert_eq!(f["actor"], "herald");
+
+    // Queued (no executor of that agent): cancelled at once.
+    let reg = pb::RegisterAgentRequest { agent_id: "idle".into(), ..Default::default() };
+    app.agents(&agent).register_agent(reg).await.unwrap();
+    let e = app
+        .executions(&agent)
+        .execute(pb::ExecuteRequest { agent_id: "idle".into(), ..Default::default() })
+        .await;
+    let queued = e.unwrap().into_inner();
+    assert_eq!(queued.status(), pb::ExecutionStatus::Queued);
+    let req = pb::CancelExecutionRequest { id: queued.id, reason: String::new() };
+    let c = app.executions(&approver).cancel_execution(req).await.unwrap().into_inner();
+    assert_eq!(c.status(), pb::ExecutionStatus::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_crashes_mid_tool_call_resumes_or_times_out() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.app.sweep_interval = Duration::from_millis(100);
+        c.app.executor_grace = Duration::from_millis(1500);
+    })
+    .await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let mut ws = Ws::connect(&app, &approver).await;
+    let id = execute_from_browser(&mut ws, &mut exec).await;
+    let call = pb::ToolCall { tool_call_id: "c".into(), tool: "t".into(), arguments: "{}".into() };
+    exec.report(&id, Ev::ToolCall(call)).await;
+    let approval = exec.ask(&id, None).await;
+    expect(&mut ws, &["tool_call", "approval_required"]).await;
+    drop(exec); // crash
+    expect(&mut ws, &["executor_detached"]).await;
+    // Decided while the executor is away.
+    ws.send(json!({ "type": "approve", "approval_id": approval.id })).await;
+    expect_any_order(&mut ws, &["decided", "approved"]).await;
+
+    let mut exec = Executor::attach(&app, &agent).await;
+    let Cmd::Execute(cmd) = exec.command().await else { panic!("resumed execution") };
+    assert_eq!((cmd.execution_id.as_str(), cmd.resumed), (id.as_str(), true));
+    let Cmd::Decision(d) = exec.command().await else { panic!("the decision made meanwhile") };
+    assert_eq!(d.approval_id, approval.id);
+    let f = expect(&mut ws, &["executor_reattached"]).await;
+    assert_eq!(f[0]["data"]["status"], "running");
+
+    // Crash again and stay away: failed after the grace period, with a reason.
+    drop(exec);
+    expect(&mut ws, &["executor_detached"]).await;
+    let f = ws.recv().await;
+    assert_eq!((f["type"].as_str(), f["data"]["status"].as_str()), (Some("error"), Some("failed")));
+    assert!(f["data"]["message"].as_str().unwrap().contains("did not re-attach"), "{f}");
+}
+
+async fn restart_with_a_pending_approval(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let e = app
+        .executions(&agent)
+        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
+        .await;
+    let id = e.unwrap().into_inner().id;
+    exec.command().await;
+    let approval = exec.ask(&id, None).await;
+    drop(exec);
+
+    let app = app.restart().await;
+    let pending =
+        app.approvals(&approver).list_pending_approvals(pb::ListPendingApprovalsRequest {}).await.unwrap();
+    let pending = pending.into_inner().approvals;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, approval.id);
+    let req = pb::DecideRequest {
+        approval_id: approval.id.clone(),
+        kind: DecisionKind::Approve.into(),
+        ..Default::default()
+    };
+    app.approvals(&approver).decide(req).await.unwrap();
+
+    let mut exec = Executor::attach(&app, &agent).await;
+    let Cmd::Execute(cmd) = exec.command().await else { panic!("resumed") };
+    assert!(cmd.resumed);
+    let Cmd::Decision(d) = exec.command().await else { panic!("decision") };
+    assert_eq!(
+        (d.approval_id.as_str(), d.decision.unwrap().kind()),
+        (approval.id.as_str(), DecisionKind::Approve)
+    );
+    // An executor that restarts can also ask: the answer comes at once.
+    let a = app
+        .approvals(&agent)
+        .get_approval(pb::GetApprovalRequest { id: approval.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.decision.unwrap().decided_by, "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_and_tenant_refusals() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let e = app
+        .executions(&agent)
+        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
+        .await;
+    let id = e.unwrap().into_inner().id;
+    exec.command().await;
+    let approval = exec.ask(&id, None).await;
+    let decide = |kind: DecisionKind| pb::DecideRequest {
+        approval_id: approval.id.clone(),
+        kind: kind.into(),
+        ..Default::default()
+    };
+
+    for token in [app.token("v", &[Role::Viewer], None), agent.clone()] {
+        let err = app.approvals(&token).decide(decide(DecisionKind::Approve)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+        assert!(err.message().contains("approver or admin"));
+    }
+    let outsider = app.token("eve", &[Role::Approver], Some("other"));
+    assert_eq!(
+        app.approvals(&outsider).decide(decide(DecisionKind::Approve)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let mut ws = Ws::connect(&app, &outsider).await;
+    ws.send(json!({ "type": "approve", "approval_id": approval.id })).await;
+    assert_eq!(ws.recv().await["code"], "not_found");
+    ws.send(json!({ "type": "subscribe", "channel": format!("execution:{id}") })).await;
+    assert_eq!(ws.recv().await["code"], "not_found");
+
+    let viewer = app.token("v", &[Role::Viewer], None);
+    let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
+    assert_eq!(app.executions(&viewer).execute(req).await.unwrap_err().code(), Code::PermissionDenied);
+    let attach = pb::AttachRequest { agent_id: "nobody".into() };
+    assert_eq!(app.executors(&agent).attach(attach).await.unwrap_err().code(), Code::NotFound);
+    let respond_only = decide(DecisionKind::Respond);
+    let err = app.approvals(&approver).decide(respond_only).await.unwrap_err();
+    assert!(err.message().contains("answer text"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_waits_queued_until_an_executor_attaches() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (agent, approver) = tokens(&app);
+    let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
+    app.agents(&agent).register_agent(reg).await.unwrap();
+    let (_, body) = Api::new(&app, &approver)
+        .post("/executions", json!({ "agent_id": "writer", "input": { "q": 1 } }))
+        .await;
+    assert_eq!(body["status"], "queued");
+    let mut exec = Executor::attach(&app, &agent).await;
+    let Cmd::Execute(cmd) = exec.command().await else { panic!("execute") };
+    assert_eq!(cmd.execution_id, body["id"].as_str().unwrap());
+    assert!(!cmd.resumed);
+}
