@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::app::AppSettings;
+use crate::cluster::ClusterConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -104,6 +105,18 @@ impl Config {
                 sweep_interval: duration(var, "HERALD_SWEEP_INTERVAL", "5s")?,
                 executor_grace: duration(var, "HERALD_EXECUTOR_GRACE", "30s")?,
                 cancel_timeout: duration(var, "HERALD_CANCEL_TIMEOUT", "30s")?,
+                node_id: var("HERALD_NODE_ID")
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].into()),
+                node_timeout: duration(var, "HERALD_NODE_TIMEOUT", "15s")?,
+                cluster: match var("HERALD_REDIS_URL") {
+                    None => None,
+                    Some(redis_url) => Some(ClusterConfig {
+                        redis_url,
+                        channel: var("HERALD_REDIS_CHANNEL").unwrap_or_else(|| "herald:events".into()),
+                        gap_fill_after: duration(var, "HERALD_GAP_FILL_AFTER", "50ms")?,
+                        catch_up_interval: duration(var, "HERALD_CATCH_UP_INTERVAL", "1s")?,
+                    }),
+                },
             },
             ws: WsConfig {
                 ping_interval: duration(var, "HERALD_WS_PING_INTERVAL", "30s")?,
@@ -130,6 +143,14 @@ impl Config {
         }
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres")) {
             bail!("HERALD_DATABASE_URL must be a sqlite: or postgres:// URL");
+        }
+        if self.app.cluster.is_some() && !self.database_url.starts_with("postgres") {
+            bail!(
+                "HERALD_REDIS_URL makes this node a cluster member: HERALD_DATABASE_URL must be PostgreSQL"
+            );
+        }
+        if self.app.node_id.contains('/') {
+            bail!("HERALD_NODE_ID must not contain '/'");
         }
         Ok(())
     }

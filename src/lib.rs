@@ -6,6 +6,8 @@
 //!   and the one error type. No transport or storage code.
 //! - [`storage`]: sea-orm over SQLite or PostgreSQL; the event log and the
 //!   unit of work the writer commits.
+//! - [`cluster`]: several nodes over PostgreSQL and Redis: cross-node events
+//!   put back in `seq` order, gaps filled from the log.
 //! - [`hub`]: in-process fan-out of stored events to subscribers, with the
 //!   slow-consumer policy.
 //! - [`app`]: the use-cases every transport calls, the group-commit writer and
@@ -19,6 +21,7 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod grpc;

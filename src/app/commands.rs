@@ -66,8 +66,11 @@ pub enum Command {
     DetachExecutor {
         executor: String,
     },
-    /// At start-up no executor is attached to this process yet.
-    DetachAll,
+    /// Detaches executions whose executor's node is not among `alive` (a
+    /// node that stopped, or this node's previous life).
+    DetachDeadNodes {
+        alive: Vec<String>,
+    },
     Report {
         execution_id: String,
         report: Report,
@@ -232,9 +235,12 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
             }
             Ok(Outcome::Done)
         }
-        Command::DetachAll => {
+        Command::DetachDeadNodes { alive } => {
             for e in uow.attached_executions().await? {
-                detach(uow, e, now);
+                let node = e.executor.as_deref().and_then(|x| x.split_once('/')).map(|(n, _)| n);
+                if !node.is_some_and(|n| alive.iter().any(|a| a == n)) {
+                    detach(uow, e, now);
+                }
             }
             Ok(Outcome::Done)
         }

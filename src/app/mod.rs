@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 pub use commands::{Command, Outcome};
 pub use subscription::{End, Subscription};
 
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::domain::{
     Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, Channel, Event, NewTask, Permission,
     ProgressReport, Task, TaskStatus,
 };
 use crate::hub::{CloseReason, Hub};
 use crate::storage::{ProgressEntry, Store};
-use writer::Writer;
+use writer::{Fanout, Writer};
 
 pub const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
@@ -41,12 +42,19 @@ pub struct AppSettings {
     pub executor_grace: Duration,
     /// How long an executor has to acknowledge a cancel.
     pub cancel_timeout: Duration,
+    /// This node's id: in executor session ids and the status endpoint.
+    pub node_id: String,
+    /// A node not seen for this long is dead: its executors are detached.
+    pub node_timeout: Duration,
+    /// Set when this node is one of several (PostgreSQL and Redis).
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Clone)]
 pub struct App {
     store: Store,
     hub: Arc<Hub>,
+    cluster: Option<Cluster>,
     writer: Writer,
     dispatcher: Arc<dispatch::Dispatcher>,
     settings: Arc<AppSettings>,
@@ -80,20 +88,53 @@ pub fn page_size(limit: u32) -> u64 {
 }
 
 impl App {
-    /// Starts the writer, the executor dispatcher and the sweeper. Executions
-    /// that were running when Herald last stopped become `detached`: their
+    /// Starts the writer, the cluster link (with Redis), the executor
+    /// dispatcher and the sweeper. Executions whose executor's node is gone
+    /// (on a single node: this node's previous life) become `detached`: their
     /// executors have the grace period to re-attach.
-    pub async fn start(store: Store, settings: AppSettings) -> AppResult<(Self, Background)> {
+    pub async fn start(store: Store, settings: AppSettings) -> anyhow::Result<(Self, Background)> {
         let hub = Hub::new();
         let stop = CancellationToken::new();
-        let (writer, writer_task) =
-            Writer::start(store.clone(), hub.clone(), settings.write_batch, stop.clone());
+        let mut tasks = Vec::new();
+        let cluster = match &settings.cluster {
+            Some(c) => {
+                let (cluster, cluster_tasks) =
+                    Cluster::start(c.clone(), store.clone(), hub.clone(), stop.clone()).await?;
+                tasks.extend(cluster_tasks);
+                Some(cluster)
+            }
+            None => None,
+        };
+        let fanout = match &cluster {
+            Some(c) => Fanout::Cluster(c.clone()),
+            None => Fanout::Local(hub.clone()),
+        };
+        let (writer, writer_task) = Writer::start(store.clone(), fanout, settings.write_batch, stop.clone());
+        tasks.push(writer_task);
         let dispatcher = Arc::new(dispatch::Dispatcher::default());
-        let app = Self { store, hub, writer, dispatcher, settings: Arc::new(settings) };
-        app.writer.submit(&Actor::system(""), Command::DetachAll).await?;
-        let dispatch = tokio::spawn(dispatch::run(app.clone(), app.hub.tap(), stop.clone()));
-        let sweeper = tokio::spawn(sweeper::run(app.clone(), stop.clone()));
-        Ok((app, Background { stop, tasks: vec![writer_task, sweeper, dispatch] }))
+        let app = Self { store, hub, cluster, writer, dispatcher, settings: Arc::new(settings) };
+        app.store.touch_node(&app.settings.node_id, chrono::Utc::now()).await?;
+        let alive = match app.cluster {
+            Some(_) => app.store.live_nodes(sweeper::ago(app.settings.node_timeout)).await?,
+            None => vec![app.settings.node_id.clone()],
+        };
+        app.writer.submit(&Actor::system(""), Command::DetachDeadNodes { alive }).await?;
+        tasks.push(tokio::spawn(dispatch::run(app.clone(), app.hub.tap(), stop.clone())));
+        tasks.push(tokio::spawn(sweeper::run(app.clone(), stop.clone())));
+        Ok((app, Background { stop, tasks }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    /// The database, and Redis when clustered, answer.
+    pub async fn ready(&self) -> Result<(), (&'static str, AppError)> {
+        self.store.ping().await.map_err(|e| ("database", e))?;
+        if let Some(c) = &self.cluster {
+            c.ping().await.map_err(|e| ("redis", e))?;
+        }
+        Ok(())
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

@@ -1,5 +1,6 @@
-//! Timers that must fire even when nobody is connected: agents silent for the
-//! timeout go offline, detached executions past the grace period fail,
+//! Timers that must fire even when nobody is connected: this node's heartbeat
+//! (and, in a cluster, detaching executors of nodes that stopped), agents
+//! silent for the timeout go offline, detached executions past the grace period fail,
 //! unacknowledged cancels complete, and approvals past their deadline are
 //! decided. The sweeper only finds candidates; the writer re-checks each under
 //! its row lock, so a heartbeat, re-attach or decision that raced it wins and
@@ -25,12 +26,17 @@ pub(super) async fn run(app: App, stop: CancellationToken) {
     }
 }
 
-fn ago(d: std::time::Duration) -> chrono::DateTime<Utc> {
+pub(super) fn ago(d: std::time::Duration) -> chrono::DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 async fn sweep(app: &App) -> Result<(), AppError> {
     let s = &app.settings;
+    app.store.touch_node(&s.node_id, Utc::now()).await?;
+    if app.cluster.is_some() {
+        let alive = app.store.live_nodes(ago(s.node_timeout)).await?;
+        submit(app, "", Command::DetachDeadNodes { alive }).await?;
+    }
     let cutoff = ago(s.agent_timeout);
     for (tenant, id) in app.store.stale_agents(cutoff).await? {
         submit(app, &tenant, Command::ExpireAgent { id, cutoff }).await?;

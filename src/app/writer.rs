@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::commands::{Command, Outcome, apply};
+use crate::cluster::Cluster;
+use crate::domain::Event;
 use crate::domain::{Actor, AppError, AppResult};
 use crate::hub::Hub;
 use crate::storage::Store;
@@ -19,6 +21,22 @@ struct Request {
     actor: Actor,
     command: Command,
     reply: oneshot::Sender<AppResult<Outcome>>,
+}
+
+/// Where stored events go: this node's hub, or the cluster link, which puts
+/// them in order with the other nodes' events before the hub.
+pub enum Fanout {
+    Local(Arc<Hub>),
+    Cluster(Cluster),
+}
+
+impl Fanout {
+    fn publish(&self, event: Arc<Event>) {
+        match self {
+            Self::Local(hub) => hub.publish(event),
+            Self::Cluster(c) => c.publish(event),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -31,13 +49,13 @@ impl Writer {
     /// `stop` is cancelled.
     pub fn start(
         store: Store,
-        hub: Arc<Hub>,
+        fanout: Fanout,
         max_batch: usize,
         stop: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let handle = tokio::spawn(
-            run(rx, store, hub, max_batch.max(1), stop).instrument(tracing::info_span!("writer")),
+            run(rx, store, fanout, max_batch.max(1), stop).instrument(tracing::info_span!("writer")),
         );
         (Self { tx }, handle)
     }
@@ -54,7 +72,7 @@ impl Writer {
 async fn run(
     mut rx: mpsc::Receiver<Request>,
     store: Store,
-    hub: Arc<Hub>,
+    fanout: Fanout,
     max_batch: usize,
     stop: CancellationToken,
 ) {
@@ -75,12 +93,12 @@ async fn run(
                 Err(_) => break,
             }
         }
-        process(&store, &hub, batch).await;
+        process(&store, &fanout, batch).await;
     }
     tracing::info!("writer stopped");
 }
 
-async fn process(store: &Store, hub: &Hub, batch: Vec<Request>) {
+async fn process(store: &Store, fanout: &Fanout, batch: Vec<Request>) {
     let mut uow = match store.begin().await {
         Ok(u) => u,
         Err(e) => return fail_all(batch, e),
@@ -107,7 +125,7 @@ async fn process(store: &Store, hub: &Hub, batch: Vec<Request>) {
     };
     let first_seq = committed.events.first().map(|e| e.seq);
     for event in committed.events {
-        hub.publish(Arc::new(event));
+        fanout.publish(Arc::new(event));
     }
     for (result, reply) in results.into_iter().zip(replies) {
         let answer = result.map(|(mut outcome, last_event)| {

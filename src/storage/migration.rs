@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Core), Box::new(M0002Hitl)]
+        vec![Box::new(M0001Core), Box::new(M0002Hitl), Box::new(M0003Nodes)]
     }
 }
 
@@ -91,6 +91,25 @@ const M0002: &[&str] = &[
 impl MigrationTrait for M0002Hitl {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0002).await
+    }
+}
+
+struct M0003Nodes;
+
+impl MigrationName for M0003Nodes {
+    fn name(&self) -> &str {
+        "m0003_nodes"
+    }
+}
+
+/// Herald nodes and when each was last seen: executors attached to a node that
+/// stopped being seen are detached by the others.
+const M0003: &[&str] = &["CREATE TABLE nodes (id TEXT PRIMARY KEY, last_seen BIGINT NOT NULL)"];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Nodes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        apply(manager, M0003).await
     }
 }
 

@@ -262,6 +262,45 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.tenant, r.id)).collect())
     }
 
+    /// Stored events of every tenant with `from <= seq < to`, oldest first.
+    pub async fn events_between(&self, from: u64, to: u64, limit: u64) -> AppResult<Vec<Event>> {
+        let rows = event::Entity::find()
+            .filter(event::Column::Seq.gte(from as i64))
+            .filter(event::Column::Seq.lt(to as i64))
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(convert::event_from_row).collect()
+    }
+
+    /// Records that a node is alive.
+    pub async fn touch_node(&self, node_id: &str, now: chrono::DateTime<chrono::Utc>) -> AppResult<()> {
+        let sql = match self.backend() {
+            DbBackend::Postgres => {
+                "INSERT INTO nodes (id, last_seen) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2"
+            }
+            _ => {
+                "INSERT INTO nodes (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen"
+            }
+        };
+        let stmt = Statement::from_sql_and_values(self.backend(), sql, [node_id.into(), millis(now).into()]);
+        self.db.execute_raw(stmt).await.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Nodes seen since `since`.
+    pub async fn live_nodes(&self, since: chrono::DateTime<chrono::Utc>) -> AppResult<Vec<String>> {
+        let sql = match self.backend() {
+            DbBackend::Postgres => "SELECT id FROM nodes WHERE last_seen >= $1",
+            _ => "SELECT id FROM nodes WHERE last_seen >= ?",
+        };
+        let stmt = Statement::from_sql_and_values(self.backend(), sql, [millis(since).into()]);
+        let rows = self.db.query_all_raw(stmt).await.map_err(db_err)?;
+        rows.iter().map(|r| r.try_get::<String>("", "id").map_err(db_err)).collect()
+    }
+
     /// Stored events of any of `channels` in `tenant` with seq > `after`, oldest
     /// first, at most `limit`.
     pub async fn events(

@@ -49,11 +49,12 @@ pub struct WsState {
 
 impl WsState {
     pub fn new(app: App, verifier: Verifier, config: WsConfig) -> Arc<Self> {
+        let node_id = app.node_id().to_string();
         Arc::new(Self {
             app,
             verifier,
             config,
-            node_id: uuid::Uuid::new_v4().to_string(),
+            node_id,
             connections: AtomicUsize::new(0),
             events_sent: AtomicU64::new(0),
         })

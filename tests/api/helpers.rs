@@ -293,6 +293,17 @@ impl Ws {
         assert_eq!(reply["channel"], channel);
     }
 
+    /// The next JSON frame, or `None` once the server closes the connection.
+    pub async fn recv_or_close(&mut self) -> Option<serde_json::Value> {
+        match self.recv_message().await {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                Some(serde_json::from_str(&t).expect("JSON frame"))
+            }
+            tokio_tungstenite::tungstenite::Message::Close(_) => None,
+            other => panic!("expected a text or close frame, got {other:?}"),
+        }
+    }
+
     /// The close code the server ends the connection with.
     pub async fn close_code(&mut self) -> u16 {
         loop {
@@ -352,5 +363,47 @@ impl Api {
 
     pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+}
+
+/// One PostgreSQL database and one Redis channel shared by the nodes of a
+/// cluster test.
+pub struct ClusterEnv {
+    pub database_url: String,
+    pub redis_url: String,
+    pub channel: String,
+}
+
+impl ClusterEnv {
+    /// `None` (after saying so loudly) when either service is not configured.
+    pub async fn new(test: &str) -> Option<Self> {
+        let redis_url = std::env::var("HERALD_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+        let (Some(Backend::Postgres(pg)), Some(redis_url)) = (Backend::postgres(test), redis_url.clone())
+        else {
+            if redis_url.is_none() {
+                let _ = writeln!(std::io::stderr(), "SKIPPED {test}: HERALD_TEST_REDIS_URL is not set");
+            }
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = Backend::Postgres(pg).fresh_database(dir.path()).await;
+        let channel = format!("herald-test:{}", uuid::Uuid::new_v4().simple());
+        Some(Self { database_url, redis_url, channel })
+    }
+}
+
+impl TestApp {
+    /// A node of the cluster `env`; `tweak` adjusts its configuration.
+    pub async fn spawn_node(env: &ClusterEnv, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = Config::for_tests(env.database_url.clone(), PathBuf::from(dir.path()), SECRET);
+        config.app.cluster = Some(herald::cluster::ClusterConfig {
+            redis_url: env.redis_url.clone(),
+            channel: env.channel.clone(),
+            gap_fill_after: Duration::from_millis(50),
+            catch_up_interval: Duration::from_millis(500),
+        });
+        tweak(&mut config);
+        Self::start(config, dir).await
     }
 }

@@ -4,6 +4,7 @@
 mod agents;
 mod auth;
 mod bridge;
+mod cluster;
 mod compat;
 mod helpers;
 mod hitl;
