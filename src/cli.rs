@@ -76,8 +76,9 @@ pub enum AgentCmd {
     List,
 }
 
+/// Adds `authorization: Bearer <jwt>` to every request.
 #[derive(Clone)]
-pub struct Bearer(tonic::metadata::AsciiMetadataValue);
+pub struct Bearer(pub tonic::metadata::AsciiMetadataValue);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {

@@ -269,6 +269,10 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
         }
         Command::RequestApproval { id, execution_id, request } => {
             let mut e = uow.execution(tenant, &execution_id).await?;
+            // An executor that restarted asks again: it gets the same approval.
+            if let Some(existing) = uow.approval_for_call(&execution_id, &request.tool_call_id).await? {
+                return Ok(Outcome::Approval(existing));
+            }
             e.approval_requested(now)?;
             let (approval, event) =
                 Approval::request(id, &execution_id, request, tenant, &actor.subject, now)?;
@@ -311,8 +315,15 @@ async fn decide(
     now: DateTime<Utc>,
 ) -> AppResult<Outcome> {
     let mut a = uow.approval(&actor.tenant, approval_id).await?;
-    let event = a.decide(kind, arguments, message, &actor.subject, by_deadline, now)?;
     let mut e = uow.execution(&actor.tenant, &a.execution_id).await?;
+    if e.status.is_terminal() && a.is_pending() {
+        return Err(AppError::precondition(format!(
+            "execution {} is already {}; approval {approval_id} can no longer be decided",
+            e.id,
+            e.status.as_str()
+        )));
+    }
+    let event = a.decide(kind, arguments, message, &actor.subject, by_deadline, now)?;
     e.approval_decided(now);
     uow.put_execution(e, false);
     uow.put_approval(a.clone(), false);

@@ -76,11 +76,18 @@ impl App {
         };
         for (execution, resumed) in claimed {
             let approvals = if resumed { self.store.approvals_of(&execution.id).await? } else { Vec::new() };
+            let cancel = execution.cancel_requested.then(|| ExecutorCommand::Cancel {
+                execution_id: execution.id.clone(),
+                reason: "cancel requested while the executor was away".into(),
+            });
             self.dispatcher.send(&id, ExecutorCommand::Execute { execution, resumed });
             for approval in approvals {
                 if let Some(decision) = approval.decision.clone() {
                     self.dispatcher.send(&id, ExecutorCommand::Decision { approval, decision });
                 }
+            }
+            if let Some(cancel) = cancel {
+                self.dispatcher.send(&id, cancel);
             }
         }
         tracing::info!(executor = %id, agent_id, tenant = %actor.tenant, "executor attached");

@@ -36,6 +36,19 @@ pub struct ProgressEntry {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
+/// Approvals of executions that have not finished: once an execution ends, its
+/// undecided approvals no longer matter and are neither listed nor timed.
+fn of_running_execution() -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::Query;
+    approval::Column::ExecutionId.in_subquery(
+        Query::select()
+            .column(execution::Column::Id)
+            .from(execution::Entity)
+            .and_where(execution::Column::Status.is_not_in(["completed", "failed", "cancelled"]))
+            .to_owned(),
+    )
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
@@ -203,6 +216,7 @@ impl Store {
         let rows = approval::Entity::find()
             .filter(approval::Column::Tenant.eq(tenant))
             .filter(approval::Column::DecidedAt.is_null())
+            .filter(of_running_execution())
             .order_by_asc(approval::Column::RequestedAt)
             .limit(1000)
             .all(&self.db)
@@ -219,6 +233,7 @@ impl Store {
         let rows = approval::Entity::find()
             .filter(approval::Column::DecidedAt.is_null())
             .filter(approval::Column::Deadline.lte(millis(now)))
+            .filter(of_running_execution())
             .limit(1000)
             .all(&self.db)
             .await

@@ -219,6 +219,28 @@ impl UnitOfWork {
         Ok(a)
     }
 
+    /// The approval an execution already requested for a tool call, if any.
+    pub async fn approval_for_call(
+        &mut self,
+        execution_id: &str,
+        tool_call_id: &str,
+    ) -> AppResult<Option<Approval>> {
+        if let Some(a) =
+            self.approvals.values().find(|a| a.execution_id == execution_id && a.tool_call_id == tool_call_id)
+        {
+            return Ok(Some(a.clone()));
+        }
+        let row = approval::Entity::find()
+            .filter(approval::Column::ExecutionId.eq(execution_id))
+            .filter(approval::Column::ToolCallId.eq(tool_call_id))
+            .one(&self.txn)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let a = convert::approval_from_row(row)?;
+        Ok(Some(self.approvals.loaded(a.id.clone(), a)))
+    }
+
     pub fn put_approval(&mut self, a: Approval, is_new: bool) {
         self.approvals.put(a.id.clone(), a, is_new);
     }

@@ -465,3 +465,95 @@ async fn an_execution_waits_queued_until_an_executor_attaches() {
     assert_eq!(cmd.execution_id, body["id"].as_str().unwrap());
     assert!(!cmd.resumed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_follow_their_execution() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let e = app
+        .executions(&agent)
+        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
+        .await;
+    let id = e.unwrap().into_inner().id;
+    exec.command().await;
+    let first = exec.ask(&id, None).await;
+    // An executor that restarted asks again for the same tool call: same approval.
+    let again = exec.ask(&id, None).await;
+    assert_eq!(again.id, first.id);
+    let list = pb::ListEventsRequest { channel: "approvals".into(), after_seq: 0, limit: 0 };
+    let events = app.events(&approver).list_events(list).await.unwrap().into_inner().events;
+    assert_eq!(events.len(), 1, "one approval_required");
+
+    exec.report(&id, Ev::Error(pb::ExecutionError { message: "gave up".into() })).await;
+    let pending =
+        app.approvals(&approver).list_pending_approvals(pb::ListPendingApprovalsRequest {}).await.unwrap();
+    assert!(pending.into_inner().approvals.is_empty(), "a finished execution's approvals are not pending");
+    let req =
+        pb::DecideRequest { approval_id: first.id, kind: DecisionKind::Approve.into(), ..Default::default() };
+    let err = app.approvals(&approver).decide(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("already failed"), "{}", err.message());
+}
+
+/// The README's example executor, run as a real process against the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_executor_completes_an_approved_execution() {
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().unwrap().parent().unwrap().join("examples/executor");
+    if !example.exists() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIPPED the example executor test: {} is not built\n", example.display()).as_bytes(),
+        );
+        return;
+    }
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (agent, approver) = tokens(&app);
+    let mut child = tokio::process::Command::new(example)
+        .env("HERALD_URL", format!("http://{}", app.addr))
+        .env("HERALD_TOKEN", &agent)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let api = Api::new(&app, &approver);
+    // The example registers its agent before attaching; wait for it.
+    for _ in 0..100 {
+        if api.get("/agents/example-agent").await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, execution) =
+        api.post("/executions", json!({ "agent_id": "example-agent", "input": "weekly report" })).await;
+    let id = execution["id"].as_str().unwrap().to_string();
+    let mut approval = Value::Null;
+    for _ in 0..100 {
+        let (_, pending) = api.get("/approvals").await;
+        if let Some(a) = pending["approvals"].as_array().and_then(|a| a.first()) {
+            approval = a.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(approval["action"], "send_email", "the example asked: {approval}");
+    let edited = json!({ "to": "boss@example.com", "subject": "S", "body": "B" });
+    let path = format!("/approvals/{}/decide", approval["id"].as_str().unwrap());
+    assert_eq!(api.post(&path, json!({ "decision": "edit", "arguments": edited })).await.0, 200);
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = api.get(&format!("/executions/{id}")).await.1["status"].clone();
+        if status == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "completed");
+    let list = pb::ListEventsRequest { channel: format!("execution:{id}"), after_seq: 0, limit: 0 };
+    let events = app.events(&approver).list_events(list).await.unwrap().into_inner().events;
+    let result = events.iter().find(|e| e.r#type == "tool_result").expect("a tool_result");
+    let Some(pb::event::Payload::ExecutionEvent(data)) = &result.payload else { panic!("execution event") };
+    assert!(data.data.contains("boss@example.com"), "the edited arguments were used: {}", data.data);
+    child.kill().await.unwrap();
+}
