@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use bytes::Bytes;
+use std::any::Any;
 
 pub use outbox::{CloseReason, Next, Outbox};
 
@@ -20,7 +20,9 @@ use crate::domain::{Channel, Event};
 pub struct Delivery {
     pub event: Arc<Event>,
     pub channel: Arc<str>,
-    encoded: OnceLock<Bytes>,
+    /// A transport's encoding, in the transport's own type (the WebSocket
+    /// bridge keeps its text frame here, ready to send without a copy).
+    encoded: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl Delivery {
@@ -28,10 +30,15 @@ impl Delivery {
         Self { event, channel, encoded: OnceLock::new() }
     }
 
-    /// The transport's encoding of this delivery, computed by the first
-    /// subscriber that needs it and shared with the rest.
-    pub fn encoded(&self, encode: impl FnOnce(&Delivery) -> Bytes) -> Bytes {
-        self.encoded.get_or_init(|| encode(self)).clone()
+    /// The encoding of this delivery, computed by the first subscriber that
+    /// needs it and shared with the rest. One transport type per delivery:
+    /// asking for another type encodes without caching.
+    pub fn encoded<T: Clone + Send + Sync + 'static>(&self, encode: impl Fn(&Delivery) -> T) -> T {
+        let cached = self.encoded.get_or_init(|| Box::new(encode(self)));
+        match cached.downcast_ref::<T>() {
+            Some(v) => v.clone(),
+            None => encode(self),
+        }
     }
 
     fn collapse_key(&self) -> Option<(Arc<str>, String)> {

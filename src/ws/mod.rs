@@ -146,10 +146,19 @@ fn forbidden(e: AppError) -> Response {
     (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
+/// Per-connection socket buffers. Clients send small frames, so a small read
+/// buffer (tungstenite's default is 128 KiB, allocated up front) keeps idle
+/// connections cheap; writes are batched and flushed per batch.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 16 * 1024;
+
 fn upgrade(ws: WebSocketUpgrade, state: &WsState) -> WebSocketUpgrade {
     // Frames over the limit get an error frame; far over it, the socket closes
     // with 1009 before the frame is buffered.
-    ws.protocols(["bearer"]).max_message_size(state.config.max_frame.saturating_mul(4).max(1024))
+    ws.protocols(["bearer"])
+        .max_message_size(state.config.max_frame.saturating_mul(4).max(1024))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
 }
 
 pub fn routes(state: Arc<WsState>) -> Router {

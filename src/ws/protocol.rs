@@ -2,7 +2,7 @@
 //! frames are a faithful translation of the gRPC `Event`:
 //! `{"type", "seq", "channel", "timestamp", "actor", "data"}`.
 
-use bytes::Bytes;
+use axum::extract::ws::Utf8Bytes;
 use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -132,9 +132,10 @@ pub fn event_value(e: &Event, channel: &str) -> Value {
     })
 }
 
-/// The event frame of a delivery, encoded once and shared by all subscribers.
-pub fn event_frame(d: &Delivery) -> Bytes {
-    d.encoded(|d| Bytes::from(event_value(&d.event, &d.channel).to_string()))
+/// The event frame of a delivery, encoded once and shared by all subscribers
+/// (cloning it is a reference-count increment).
+pub fn event_frame(d: &Delivery) -> Utf8Bytes {
+    d.encoded(|d| Utf8Bytes::from(event_value(&d.event, &d.channel).to_string()))
 }
 
 /// Sent after `subscribed` when a client joins a task's channel without a

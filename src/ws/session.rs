@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -43,13 +43,13 @@ pub async fn run(socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot: Sl
         return;
     }
     tracing::debug!(%connection_id, subject = %actor.subject, "websocket connected");
+    // The reader runs on its own task; this task writes. When the reader ends
+    // it drops its sender and the writer sees the end of its control channel;
+    // when the writer ends, the reader is aborted.
     let (tx, rx) = mpsc::channel(32);
-    let mut reader = tokio::spawn(read(stream, state.clone(), actor.clone(), tx));
-    let mut writer = tokio::spawn(write(sink, state, actor, sub, rx));
-    tokio::select! {
-        _ = &mut reader => writer.abort(),
-        _ = &mut writer => reader.abort(),
-    }
+    let reader = tokio::spawn(read(stream, state.clone(), actor.clone(), tx));
+    write(sink, state, actor, sub, rx).await;
+    reader.abort();
     tracing::debug!(%connection_id, "websocket closed");
 }
 
@@ -239,8 +239,8 @@ async fn write(
                 Ok(batch) => {
                     let n = batch.len();
                     for d in batch {
-                        let frame = Utf8Bytes::try_from(event_frame(&d)).expect("JSON is UTF-8");
-                        if tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(frame))).await.is_err() {
+                        let frame = Message::Text(event_frame(&d));
+                        if tokio::time::timeout(WRITE_TIMEOUT, sink.feed(frame)).await.is_err() {
                             return close_with(&mut sink, close::SLOW_CONSUMER, "too slow: resume from your last seq").await;
                         }
                     }
