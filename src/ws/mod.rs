@@ -10,12 +10,12 @@ mod session;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -164,8 +164,11 @@ fn upgrade(ws: WebSocketUpgrade, state: &WsState) -> WebSocketUpgrade {
 pub fn routes(state: Arc<WsState>) -> Router {
     Router::new()
         .route("/ws", get(bridge))
-        .route("/ws/tasks/{task_id}", get(task_socket))
-        .route("/ws/agent-progress/{task_id}", get(agent_progress_socket))
+        .route("/ws/tasks/{task_id}", get(compat_socket).layer(Extension(compat::Style::TaskEvents)))
+        .route(
+            "/ws/agent-progress/{task_id}",
+            get(compat_socket).layer(Extension(compat::Style::AgentProgress)),
+        )
         .route("/api/v1/websocket/status", get(status))
         .with_state(state)
 }
@@ -187,24 +190,16 @@ async fn bridge(
     upgrade(ws, &state).on_upgrade(move |socket| session::run(socket, state, actor, slot))
 }
 
-async fn task_socket(
+/// The seed-compatible per-task sockets; the route says which style.
+async fn compat_socket(
     ws: WebSocketUpgrade,
     State(state): State<Arc<WsState>>,
+    Extension(style): Extension<compat::Style>,
     Path(task_id): Path<String>,
     Query(q): Query<Handshake>,
     headers: HeaderMap,
 ) -> Response {
-    compat_upgrade(ws, state, task_id, q, headers, compat::Style::TaskEvents).await
-}
-
-async fn agent_progress_socket(
-    ws: WebSocketUpgrade,
-    State(state): State<Arc<WsState>>,
-    Path(task_id): Path<String>,
-    Query(q): Query<Handshake>,
-    headers: HeaderMap,
-) -> Response {
-    compat_upgrade(ws, state, task_id, q, headers, compat::Style::AgentProgress).await
+    compat_upgrade(ws, state, task_id, q, headers, style).await
 }
 
 async fn compat_upgrade(

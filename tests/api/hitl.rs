@@ -33,6 +33,15 @@ impl Executor {
         Self { client, commands }
     }
 
+    /// Starts an execution of "writer" over gRPC and takes its EXECUTE command.
+    async fn run(&mut self, app: &TestApp, token: &str) -> String {
+        let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
+        let id = app.executions(token).execute(req).await.unwrap().into_inner().id;
+        let Cmd::Execute(cmd) = self.command().await else { panic!("execute") };
+        assert_eq!(cmd.execution_id, id);
+        id
+    }
+
     async fn command(&mut self) -> Cmd {
         next(&mut self.commands).await.command.expect("a command")
     }
@@ -219,12 +228,7 @@ async fn two_approvers_at_once_one_wins_both_are_told() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (agent, _) = tokens(&app);
     let mut exec = Executor::attach(&app, &agent).await;
-    let e = app
-        .executions(&agent)
-        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
-        .await;
-    let id = e.unwrap().into_inner().id;
-    exec.command().await;
+    let id = exec.run(&app, &agent).await;
     let approval = exec.ask(&id, None).await;
     let mut handles = Vec::new();
     for who in ["ann", "bob"] {
@@ -255,12 +259,7 @@ async fn a_deadline_decides_while_nobody_is_connected() {
         TestApp::spawn_with(Backend::Sqlite, |c| c.app.sweep_interval = Duration::from_millis(100)).await;
     let (agent, approver) = tokens(&app);
     let mut exec = Executor::attach(&app, &agent).await;
-    let e = app
-        .executions(&agent)
-        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
-        .await;
-    let id = e.unwrap().into_inner().id;
-    exec.command().await;
+    let id = exec.run(&app, &agent).await;
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
     let deadline =
         prost_types::Timestamp { seconds: soon.timestamp(), nanos: soon.timestamp_subsec_nanos() as i32 };
@@ -366,12 +365,7 @@ async fn restart_with_a_pending_approval(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (agent, approver) = tokens(&app);
     let mut exec = Executor::attach(&app, &agent).await;
-    let e = app
-        .executions(&agent)
-        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
-        .await;
-    let id = e.unwrap().into_inner().id;
-    exec.command().await;
+    let id = exec.run(&app, &agent).await;
     let approval = exec.ask(&id, None).await;
     drop(exec);
 
@@ -411,12 +405,7 @@ async fn permission_and_tenant_refusals() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (agent, approver) = tokens(&app);
     let mut exec = Executor::attach(&app, &agent).await;
-    let e = app
-        .executions(&agent)
-        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
-        .await;
-    let id = e.unwrap().into_inner().id;
-    exec.command().await;
+    let id = exec.run(&app, &agent).await;
     let approval = exec.ask(&id, None).await;
     let decide = |kind: DecisionKind| pb::DecideRequest {
         approval_id: approval.id.clone(),
@@ -471,12 +460,7 @@ async fn approvals_follow_their_execution() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (agent, approver) = tokens(&app);
     let mut exec = Executor::attach(&app, &agent).await;
-    let e = app
-        .executions(&agent)
-        .execute(pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() })
-        .await;
-    let id = e.unwrap().into_inner().id;
-    exec.command().await;
+    let id = exec.run(&app, &agent).await;
     let first = exec.ask(&id, None).await;
     // An executor that restarted asks again for the same tool call: same approval.
     let again = exec.ask(&id, None).await;
