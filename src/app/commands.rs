@@ -71,6 +71,11 @@ pub enum Command {
     DetachDeadNodes {
         alive: Vec<String>,
     },
+    /// This node's heartbeat. Through the writer like every write: on SQLite a
+    /// second writer would make the writer's transactions fail with BUSY.
+    TouchNode {
+        node_id: String,
+    },
     Report {
         execution_id: String,
         report: Report,
@@ -233,6 +238,10 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
             for e in uow.executions_of(&executor).await? {
                 detach(uow, e, now);
             }
+            Ok(Outcome::Done)
+        }
+        Command::TouchNode { node_id } => {
+            uow.touch_node(&node_id, now).await?;
             Ok(Outcome::Done)
         }
         Command::DetachDeadNodes { alive } => {

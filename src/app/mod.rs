@@ -113,7 +113,8 @@ impl App {
         tasks.push(writer_task);
         let dispatcher = Arc::new(dispatch::Dispatcher::default());
         let app = Self { store, hub, cluster, writer, dispatcher, settings: Arc::new(settings) };
-        app.store.touch_node(&app.settings.node_id, chrono::Utc::now()).await?;
+        let touch = Command::TouchNode { node_id: app.settings.node_id.clone() };
+        app.writer.submit(&Actor::system(""), touch).await?;
         let alive = match app.cluster {
             Some(_) => app.store.live_nodes(sweeper::ago(app.settings.node_timeout)).await?,
             None => vec![app.settings.node_id.clone()],

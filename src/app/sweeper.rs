@@ -32,7 +32,7 @@ pub(super) fn ago(d: std::time::Duration) -> chrono::DateTime<Utc> {
 
 async fn sweep(app: &App) -> Result<(), AppError> {
     let s = &app.settings;
-    app.store.touch_node(&s.node_id, Utc::now()).await?;
+    submit(app, "", Command::TouchNode { node_id: s.node_id.clone() }).await?;
     if app.cluster.is_some() {
         let alive = app.store.live_nodes(ago(s.node_timeout)).await?;
         submit(app, "", Command::DetachDeadNodes { alive }).await?;

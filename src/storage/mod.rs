@@ -113,15 +113,31 @@ impl Store {
         Ok(value as u64)
     }
 
-    pub async fn task(&self, tenant: &str, id: &str) -> AppResult<Task> {
-        let row = task::Entity::find_by_id(id.to_string())
-            .filter(task::Column::Tenant.eq(tenant))
+    /// The row with this id in this tenant. Another tenant's row is "not
+    /// found": its existence is not leaked.
+    async fn one_in_tenant<E>(
+        &self,
+        what: &str,
+        tenant_column: E::Column,
+        tenant: &str,
+        id: &str,
+    ) -> AppResult<E::Model>
+    where
+        E: EntityTrait,
+        E::PrimaryKey: sea_orm::PrimaryKeyTrait<ValueType = String>,
+    {
+        E::find_by_id(id.to_string())
+            .filter(tenant_column.eq(tenant))
             .one(&self.db)
             .await
-            .map_err(db_err)?;
-        // Another tenant's task is "not found": its existence is not leaked.
-        let row = row.ok_or_else(|| AppError::not_found(format!("task {id} not found")))?;
-        convert::task_from_row(row)
+            .map_err(db_err)?
+            .ok_or_else(|| AppError::not_found(format!("{what} {id} not found")))
+    }
+
+    pub async fn task(&self, tenant: &str, id: &str) -> AppResult<Task> {
+        convert::task_from_row(
+            self.one_in_tenant::<task::Entity>("task", task::Column::Tenant, tenant, id).await?,
+        )
     }
 
     pub async fn tasks(&self, tenant: &str, status: Option<TaskStatus>, limit: u64) -> AppResult<Vec<Task>> {
@@ -181,22 +197,15 @@ impl Store {
     }
 
     pub async fn execution(&self, tenant: &str, id: &str) -> AppResult<Execution> {
-        let row = execution::Entity::find_by_id(id.to_string())
-            .filter(execution::Column::Tenant.eq(tenant))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| AppError::not_found(format!("execution {id} not found")))?;
+        let row = self
+            .one_in_tenant::<execution::Entity>("execution", execution::Column::Tenant, tenant, id)
+            .await?;
         convert::execution_from_row(row)
     }
 
     pub async fn approval(&self, tenant: &str, id: &str) -> AppResult<Approval> {
-        let row = approval::Entity::find_by_id(id.to_string())
-            .filter(approval::Column::Tenant.eq(tenant))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| AppError::not_found(format!("approval {id} not found")))?;
+        let row =
+            self.one_in_tenant::<approval::Entity>("approval", approval::Column::Tenant, tenant, id).await?;
         convert::approval_from_row(row)
     }
 
@@ -288,21 +297,6 @@ impl Store {
             .await
             .map_err(db_err)?;
         rows.into_iter().map(convert::event_from_row).collect()
-    }
-
-    /// Records that a node is alive.
-    pub async fn touch_node(&self, node_id: &str, now: chrono::DateTime<chrono::Utc>) -> AppResult<()> {
-        let sql = match self.backend() {
-            DbBackend::Postgres => {
-                "INSERT INTO nodes (id, last_seen) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2"
-            }
-            _ => {
-                "INSERT INTO nodes (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen"
-            }
-        };
-        let stmt = Statement::from_sql_and_values(self.backend(), sql, [node_id.into(), millis(now).into()]);
-        self.db.execute_raw(stmt).await.map_err(db_err)?;
-        Ok(())
     }
 
     /// Nodes seen since `since`.

@@ -245,6 +245,22 @@ impl UnitOfWork {
         self.approvals.put(a.id.clone(), a, is_new);
     }
 
+    /// Records that a node is alive (written now, committed with the rest).
+    pub async fn touch_node(&mut self, node_id: &str, now: chrono::DateTime<chrono::Utc>) -> AppResult<()> {
+        let backend = self.txn.get_database_backend();
+        let sql = match backend {
+            sea_orm::DbBackend::Postgres => {
+                "INSERT INTO nodes (id, last_seen) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2"
+            }
+            _ => {
+                "INSERT INTO nodes (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen"
+            }
+        };
+        let stmt = Statement::from_sql_and_values(backend, sql, [node_id.into(), super::millis(now).into()]);
+        self.txn.execute_raw(stmt).await.map_err(db_err)?;
+        Ok(())
+    }
+
     pub fn emit(&mut self, event: NewEvent) {
         self.events.push(event);
     }
