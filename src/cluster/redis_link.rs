@@ -71,8 +71,13 @@ pub async fn publish(
                     }
                     Err(e) => {
                         attempt += 1;
-                        tracing::warn!(error = %e, attempt, "redis publisher cannot connect");
-                        // Other nodes will read this event from the log.
+                        // Other nodes read what is not published from the log,
+                        // so nothing queues up while Redis is away.
+                        let mut dropped = 1;
+                        while events.try_recv().is_ok() {
+                            dropped += 1;
+                        }
+                        tracing::warn!(error = %e, attempt, dropped, "redis publisher cannot connect");
                         tokio::time::sleep(backoff(attempt)).await;
                         break;
                     }
