@@ -251,7 +251,8 @@ const onAgentEvent = (ev) => {
 
 function approvalCard(a) {
   const comment = el("input", { type: "text", class: "comment", "aria-label": `Comment or answer for ${a.action}` });
-  const commentLabel = el("label", {}, "Comment, or your answer for Respond", comment);
+  const canRespond = a.allowed_decisions.includes("respond");
+  const commentLabel = el("label", {}, canRespond ? "Comment, or your answer for Respond" : "Comment (optional)", comment);
   const buttons = [];
   const btn = (action, label, primary) => {
     if (!a.allowed_decisions.includes(action)) return null;

@@ -55,11 +55,16 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The group id is the child's pid (process_group(0) below).
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.driver.id())])
-            .stderr(Stdio::null())
-            .status();
+        // The group id is the child's pid (process_group(0) below). Not through
+        // the `kill` command: procps-ng 4.0.2 turns `kill -KILL -29999` into
+        // kill(-2, …), and a group id starting with 1 into kill(-1, …): every
+        // process on the machine.
+        if let Ok(group) = i32::try_from(self.driver.id())
+            && group > 1
+        {
+            // SAFETY: kill(2) with a negative pid signals that process group only.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -307,6 +312,34 @@ async fn the_dashboard_shows_tasks_live_and_an_approval_reaches_the_executor() {
     let outcome = b.js(&format!("return document.querySelector(\"{card} .outcome\").textContent")).await;
     assert_eq!(outcome, "Approved by alice");
 
+    // A second request, edited: the arguments as JSON in a textarea.
+    let ask = pb::RequestApprovalRequest {
+        execution_id: id.clone(),
+        tool_call_id: "call-2".into(),
+        action: "send_email".into(),
+        arguments: json!({ "to": "team@example.com", "body": "hi" }).to_string(),
+        allowed_decisions: vec![pb::DecisionKind::Approve.into(), pb::DecisionKind::Edit.into()],
+        arguments_schema: json!({ "type": "object", "required": ["to"] }).to_string(),
+        ..Default::default()
+    };
+    let second = executor.request_approval(ask).await.expect("request approval").into_inner();
+    let card2 = format!("li[data-approval-id='{}']", second.id);
+    b.eventually("the second card", &attr_of(&card2, "data-state"), |v| v == "pending").await;
+    b.click(&format!("{card2} button[data-action='edit']")).await;
+    let edited = json!({ "to": "boss@example.com", "body": "hi" });
+    b.type_into(&format!("{card2} textarea"), &edited.to_string()).await;
+    b.type_into(&format!("{card2} input.comment"), "not the whole team").await;
+    b.shot("editing").await;
+    b.click(&format!("{card2} button[data-action='save-edit']")).await;
+    let Some(Cmd::Decision(d)) = next(&mut commands).await.command else { panic!("the edit") };
+    let decision = d.decision.expect("a decision");
+    assert_eq!((d.approval_id.as_str(), decision.kind()), (second.id.as_str(), pb::DecisionKind::Edit));
+    assert_eq!(serde_json::from_str::<Value>(&decision.arguments).unwrap(), edited);
+    assert_eq!((decision.decided_by.as_str(), decision.message.as_str()), ("alice", "not the whole team"));
+    b.eventually("the edited card", &attr_of(&card2, "data-decision"), |v| v == "edit").await;
+    let outcome = b.js(&format!("return document.querySelector(\"{card2} .outcome\").textContent")).await;
+    assert_eq!(outcome, "Edited and approved by alice — “not the whole team”");
+
     let result =
         pb::ToolResult { tool_call_id: "call-1".into(), result: "{\"sent\":true}".into(), is_error: false };
     executor.report_event(report(Ev::ToolResult(result))).await.unwrap();
@@ -469,5 +502,51 @@ async fn bad_tokens_are_refused_visibly_and_good_ones_are_refreshed() {
     assert_eq!(r["refreshed"]["states"], json!(["connecting", "open"]), "never dropped: {r:#}");
     assert_eq!(r["expiring"]["state"], "closed", "{r:#}");
     assert_eq!(r["expiring"]["code"], "token_expired", "{r:#}");
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tasks_stay_responsive() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let Some(mut b) = Browser::start("thousand").await else { return };
+    let agent = agent_token(&app);
+    // Created concurrently: the writer batches them.
+    let mut ids = Vec::new();
+    for chunk in 0..10 {
+        let titles: Vec<String> = (0..100).map(|i| format!("Task {}", chunk * 100 + i)).collect();
+        let creates = titles.iter().map(|t| create_task(&app, &agent, t));
+        ids.extend(futures_util::future::join_all(creates).await);
+    }
+    let started = Instant::now();
+    b.sign_in(&app, &app.token("watcher", &[Role::Viewer], None)).await;
+    b.wait_live().await;
+    b.eventually("1,000 rows", "return document.querySelectorAll('#tasks tr').length", |v| v == 1000).await;
+    let loaded = started.elapsed();
+
+    // Long tasks (> 50 ms on the main thread) while a burst of 500 updates lands.
+    b.js("window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) \
+          window.__long.push(e.duration) }).observe({ type: 'longtask' }); return true")
+        .await;
+    let burst = Instant::now();
+    for round in 0..5u32 {
+        let reports = ids.iter().step_by(10).map(|id| progress(&app, &agent, id, 10 + round * 20, "burst"));
+        futures_util::future::join_all(reports).await;
+    }
+    let last = format!("tr[data-task-id='{}']", ids[ids.len() - 10]);
+    b.eventually("the burst applied", &attr_of(&last, "data-progress"), |v| v == "90").await;
+    let applied = burst.elapsed();
+    let long: Vec<f64> = serde_json::from_value(b.js("return window.__long").await).unwrap_or_default();
+    let worst = long.iter().cloned().fold(0.0, f64::max);
+    let rows = b.js("return document.querySelectorAll('#tasks tr').length").await;
+    let seen = b.seqs("task_updates").await.len();
+    eprintln!(
+        "1,000 tasks: loaded and rendered in {loaded:?}; 500 updates applied {applied:?} after the first was \
+         sent; {} long tasks, the longest {worst:.0} ms",
+        long.len()
+    );
+    b.shot("thousand").await;
+    assert_eq!(rows, 1000, "rows are updated in place, not added");
+    assert_eq!(seen, 500);
+    assert!(worst < 1000.0, "the main thread was blocked for {worst} ms");
     b.finish().await;
 }
