@@ -550,3 +550,111 @@ async fn a_thousand_tasks_stay_responsive() {
     assert!(worst < 1000.0, "the main thread was blocked for {worst} ms");
     b.finish().await;
 }
+
+/// The client's bookkeeping against a scripted server (a fake WebSocket in
+/// the page): per-channel cursors, duplicates dropped, replies matched to
+/// requests around `execute`'s extra `subscribed`, resume after 1012 and an
+/// immediate reconnect after 4008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_resumes_each_channel_from_its_own_cursor() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let Some(b) = Browser::start("client").await else { return };
+    b.client.goto(&app.http("/")).await.expect("open a page of Herald's origin");
+    let script = r#"
+        const done = arguments[arguments.length - 1];
+        import('/herald-client.js').then(async ({ HeraldClient }) => {
+          const sockets = [];
+          class FakeSocket {
+            constructor(url, protocols) {
+              Object.assign(this, { url, protocols, sent: [] });
+              sockets.push(this);
+              setTimeout(() => this.server({ type: 'connection', status: 'connected', connection_id: `c${sockets.length}` }));
+            }
+            send(text) { this.sent.push(JSON.parse(text)); }
+            close(code) { this.closedWith = code; }
+            server(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
+            drop(code) { this.onclose?.({ code }); }
+          }
+          const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+          const ev = (channel, seq) => ({ type: 'task_progress', seq, channel, data: {} });
+          const subs = (ws) => Object.fromEntries(ws.sent.filter((f) => f.type === 'subscribe').map((f) => [f.channel, f.after_seq ?? null]));
+          const c = new HeraldClient({
+            url: 'ws://127.0.0.1:9/ws', token: 'x.eyJleHAiOjk5OTk5OTk5OTl9.y', WebSocket: FakeSocket,
+            reconnect: { initialDelay: 10, maxDelay: 20 }, pingInterval: 0, authCheckUrl: null, autoConnect: false,
+          });
+          const got = { tasks: [], agents: [], execution: [] };
+          const states = [];
+          c.on('state', (s) => states.push(s.state));
+          c.subscribe('task_updates', { afterSeq: 5, onEvent: (e) => got.tasks.push(e.seq) });
+          c.subscribe('agent_status', { afterSeq: 2, onEvent: (e) => got.agents.push(e.seq) });
+          c.connect();
+          await wait(20);
+          let ws = sockets[0];
+          const first = { protocols: ws.protocols, subs: subs(ws) };
+          ws.server({ type: 'subscribed', channel: 'task_updates', after_seq: 5 });
+          ws.server({ type: 'subscribed', channel: 'agent_status', after_seq: 2 });
+          ws.server(ev('task_updates', 6));
+          ws.server(ev('task_updates', 8));
+          ws.server(ev('agent_status', 7));
+          ws.server(ev('task_updates', 8)); // a duplicate: dropped
+
+          const exec = c.execute('writer', 'hi');
+          const approve = c.approve('ap1', 'ok');
+          await wait(0);
+          ws.server({ type: 'execute_accepted', execution_id: 'e1', status: 'queued' });
+          ws.server({ type: 'subscribed', channel: 'execution:e1', after_seq: 0 }); // Herald's own
+          ws.server({ type: 'execution_created', seq: 9, channel: 'execution:e1', data: { status: 'queued' } });
+          ws.server({ type: 'decided', approval_id: 'ap1', decision: { kind: 'approve', decided_by: 'alice' } });
+          const accepted = await exec;
+          const decided = await approve;
+          c.subscribe('execution:e1', { afterSeq: 0, onEvent: (e) => got.execution.push(e.seq) }); // nothing lost meanwhile
+          const refused = c.reject('nope');
+          await wait(0);
+          ws.server({ type: 'error', code: 'not_found', message: 'no approval nope' });
+          const refusedCode = await refused.then(() => 'resolved', (e) => e.code);
+          const unanswered = c.approve('ap2');
+
+          ws.drop(1012); // Herald restarts
+          const lost = await unanswered.then(() => 'resolved', (e) => e.code);
+          await wait(100);
+          ws = sockets[1];
+          const resumed = subs(ws);
+          for (const ch of Object.keys(resumed)) ws.server({ type: 'subscribed', channel: ch });
+          ws.server(ev('task_updates', 8)); // replays overlap what was seen
+          ws.server(ev('task_updates', 10));
+          ws.server(ev('agent_status', 7));
+          ws.server(ev('agent_status', 11));
+          ws.server(ev('execution:e1', 9));
+          ws.server(ev('execution:e1', 12));
+
+          c.reconnectOptions.initialDelay = 5000;
+          ws.drop(4008); // too slow: straight back
+          await wait(50);
+          const afterSlow = { sockets: sockets.length, subs: subs(sockets[2] || { sent: [] }) };
+          c.close();
+          const closed = await c.ping().then(() => 'resolved', (e) => e.code);
+          done({ first, got, accepted, decided: decided.type, refusedCode, lost, resumed, afterSlow, closed, states });
+        }).catch((e) => done({ failed: String(e && e.stack || e) }));
+    "#;
+    let r = b.client.execute_async(script, vec![]).await.expect("the script runs");
+    assert!(r.get("failed").is_none(), "{r:#}");
+    assert_eq!(r["first"]["protocols"][0], "bearer", "the token travels as a subprotocol: {r:#}");
+    assert_eq!(r["first"]["subs"], json!({ "task_updates": 5, "agent_status": 2 }), "{r:#}");
+    assert_eq!(r["got"]["tasks"], json!([6, 8, 10]), "{r:#}");
+    assert_eq!(r["got"]["agents"], json!([7, 11]), "{r:#}");
+    assert_eq!(r["got"]["execution"], json!([9, 12]), "{r:#}");
+    assert_eq!(r["accepted"]["execution_id"], "e1", "{r:#}");
+    assert_eq!(r["decided"], "decided", "{r:#}");
+    assert_eq!(r["refusedCode"], "not_found", "{r:#}");
+    assert_eq!(r["lost"], "connection_lost", "{r:#}");
+    assert_eq!(r["resumed"], json!({ "task_updates": 8, "agent_status": 7, "execution:e1": 9 }), "{r:#}");
+    assert_eq!(r["afterSlow"]["sockets"], 3, "{r:#}");
+    assert_eq!(r["afterSlow"]["subs"], json!({ "task_updates": 10, "agent_status": 11, "execution:e1": 12 }));
+    assert_eq!(r["closed"], "closed", "{r:#}");
+    assert_eq!(
+        r["states"],
+        json!(["connecting", "open", "reconnecting", "open", "reconnecting", "open", "closed"]),
+        "{r:#}"
+    );
+    b.finish().await;
+}
