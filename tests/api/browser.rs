@@ -658,3 +658,32 @@ async fn the_client_resumes_each_channel_from_its_own_cursor() {
     );
     b.finish().await;
 }
+
+/// The static files need no browser: their types, no token, and cheap revalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_files_are_served_with_their_types_and_no_token() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let http = reqwest::Client::new();
+    for (path, ty, needle) in [
+        ("/", "text/html; charset=utf-8", "<script type=\"module\" src=\"/app.js\">"),
+        ("/app.js", "text/javascript; charset=utf-8", "from \"/herald-client.js\""),
+        ("/herald-client.js", "text/javascript; charset=utf-8", "export class HeraldClient"),
+        ("/herald-client.d.ts", "application/typescript; charset=utf-8", "export declare class HeraldClient"),
+        ("/style.css", "text/css; charset=utf-8", ":root"),
+    ] {
+        let resp = http.get(app.http(path)).send().await.expect("GET");
+        assert_eq!(resp.status(), 200, "{path}");
+        let headers = resp.headers().clone();
+        assert_eq!(headers["content-type"], ty, "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        let etag = headers["etag"].to_str().unwrap().to_string();
+        assert!(resp.text().await.unwrap().contains(needle), "{path}");
+        let again = http.get(app.http(path)).header("if-none-match", &etag).send().await.expect("GET");
+        assert_eq!(again.status(), 304, "{path} revalidates with its ETag");
+    }
+    let page = http.get(app.http("/")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    // The API behind it still wants a token.
+    assert_eq!(http.get(app.http("/api/v1/tasks")).send().await.unwrap().status(), 401);
+}
