@@ -112,6 +112,12 @@ impl Browser {
             Err(e) => panic!("a Chromium session through chromedriver: {e}"),
         };
         std::fs::create_dir_all(screenshot_dir()).expect("screenshot dir");
+        // Only this run's pictures under this test's prefix.
+        for old in std::fs::read_dir(screenshot_dir()).into_iter().flatten().flatten() {
+            if old.file_name().to_string_lossy().starts_with(&format!("{test}-")) {
+                let _ = std::fs::remove_file(old.path());
+            }
+        }
         Some(Self { client, driver, test, shots: 0, _profile: profile, _turn: turn })
     }
 
@@ -329,6 +335,9 @@ async fn the_dashboard_shows_tasks_live_and_an_approval_reaches_the_executor() {
     let edited = json!({ "to": "boss@example.com", "body": "hi" });
     b.type_into(&format!("{card2} textarea"), &edited.to_string()).await;
     b.type_into(&format!("{card2} input.comment"), "not the whole team").await;
+    let actions_shown =
+        b.js(&format!("return document.querySelector(\"{card2} .actions\").offsetParent !== null")).await;
+    assert_eq!(actions_shown, false, "editing hides Approve/Edit");
     b.shot("editing").await;
     b.click(&format!("{card2} button[data-action='save-edit']")).await;
     let Some(Cmd::Decision(d)) = next(&mut commands).await.command else { panic!("the edit") };
