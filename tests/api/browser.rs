@@ -357,6 +357,7 @@ async fn the_dashboard_shows_tasks_live_and_an_approval_reaches_the_executor() {
     b.eventually("the completed execution", &attr_of(&exec_view, "data-status"), |v| v == "completed").await;
     let reply = b.js(&format!("return document.querySelector(\"{exec_view} .reply\").textContent")).await;
     assert_eq!(reply, "Sent.");
+    b.js(&format!("document.querySelector(\"{exec_view}\").scrollIntoView(); return true")).await;
     b.shot("approved-and-completed").await;
     b.finish().await;
 }
