@@ -83,7 +83,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let dev_token = dev_token(&config)?;
     let herald = Herald::build(config).await?;
+    let url = format!("http://{}/", herald.local_addr());
+    match dev_token {
+        Some(token) => {
+            println!("Herald is running: open {url} and paste this development token (admin, 12 h):\n{token}")
+        }
+        None => println!("Herald is running: open {url}"),
+    }
     let shutdown = herald.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -91,6 +99,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     herald.run().await
+}
+
+/// With no secret configured (loopback only), a token for the dashboard so a
+/// newcomer can start at once.
+fn dev_token(config: &Config) -> anyhow::Result<Option<String>> {
+    if config.auth.secret.is_some() || config.auth.public_key_file.is_some() {
+        return Ok(None);
+    }
+    let minter = Minter::hs256(&hs256_secret(config)?);
+    Ok(Some(minter.mint("developer", &[Role::Admin], None, Duration::from_secs(12 * 3600))?))
 }
 
 async fn wait_for_signal() {

@@ -1,8 +1,10 @@
-//! HTTP: health and readiness, the JSON API ([`api`]), the one mapping from
-//! [`AppError`] to a JSON error response, and the 404 fallback.
+//! HTTP: health and readiness, the JSON API ([`api`]), the dashboard and the
+//! JavaScript client (`web`), the one mapping from [`AppError`] to a JSON
+//! error response, and the 404 fallback.
 
 pub mod api;
 mod hitl;
+mod web;
 
 use axum::Json;
 use axum::Router;
@@ -39,7 +41,7 @@ pub fn routes(app: App, verifier: crate::auth::Verifier) -> Router {
         .route("/readyz", get(readyz))
         .with_state(app.clone());
     let state = api::ApiState { app, verifier };
-    health.merge(api::routes(state.clone())).merge(hitl::routes(state))
+    health.merge(api::routes(state.clone())).merge(hitl::routes(state)).merge(web::routes())
 }
 
 async fn readyz(State(app): State<App>) -> Response {

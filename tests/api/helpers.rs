@@ -136,6 +136,18 @@ impl TestApp {
         Self::start(config, dir).await
     }
 
+    /// Stops gracefully, stays down for `down_for`, and starts again on the same
+    /// database and the same address: a client that only knows the URL (a
+    /// browser page) must find Herald again by itself.
+    pub async fn restart_same_port(self, down_for: Duration) -> Self {
+        let dir = self._dir.clone();
+        let mut config = self.config.clone();
+        config.addr = self.addr;
+        self.stop().await;
+        tokio::time::sleep(down_for).await;
+        Self::start(config, dir).await
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.handle)

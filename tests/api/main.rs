@@ -4,6 +4,7 @@
 mod agents;
 mod auth;
 mod bridge;
+mod browser;
 mod cluster;
 mod compat;
 mod helpers;
