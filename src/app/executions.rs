@@ -44,6 +44,17 @@ impl App {
         self.write_execution(actor, cmd).await
     }
 
+    /// The tenant's executions, newest first, optionally of one status.
+    pub async fn executions(
+        &self,
+        actor: &Actor,
+        status: Option<crate::domain::ExecutionStatus>,
+        limit: u32,
+    ) -> AppResult<Vec<Execution>> {
+        actor.require(Permission::Read)?;
+        self.store.executions(&actor.tenant, status, super::page_size(limit)).await
+    }
+
     pub async fn execution(&self, actor: &Actor, id: &str) -> AppResult<Execution> {
         actor.require(Permission::Read)?;
         self.store.execution(&actor.tenant, id).await
@@ -89,6 +100,10 @@ impl App {
             if let Some(cancel) = cancel {
                 self.dispatcher.send(&id, cancel);
             }
+        }
+        // An attached executor is the agent being there.
+        if let Err(e) = self.heartbeat(actor, agent_id, crate::domain::AgentStatus::Online).await {
+            e.log_if_internal();
         }
         tracing::info!(executor = %id, agent_id, tenant = %actor.tenant, "executor attached");
         Ok(ExecutorSession { id, commands })

@@ -74,6 +74,12 @@ impl Subscription {
         self.replays.retain(|r| !r.channels.is_empty());
     }
 
+    /// The last seq stored now. Called after `add`, everything later reaches
+    /// this subscription live.
+    pub async fn current_seq(&self) -> AppResult<u64> {
+        self.store.last_seq().await
+    }
+
     /// Subscribes to a task's channel and returns its current state; later
     /// deliveries start after that state.
     pub async fn add_task_snapshot(&mut self, task_id: &str) -> AppResult<Task> {

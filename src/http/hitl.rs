@@ -2,17 +2,18 @@
 //! `/api/v1/approvals`), over the same use-cases as gRPC and the bridge.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{ApiResult, ApiState, Body, Caller, ok};
-use crate::domain::{AppError, DecisionKind};
+use crate::domain::{AppError, DecisionKind, ExecutionStatus};
 
 pub fn routes(state: ApiState) -> Router {
     Router::new()
-        .route("/api/v1/executions", post(execute))
+        .route("/api/v1/executions", post(execute).get(list_executions))
         .route("/api/v1/executions/{id}", get(get_execution))
         .route("/api/v1/executions/{id}/cancel", post(cancel))
         .route("/api/v1/approvals", get(pending))
@@ -36,6 +37,28 @@ async fn execute(State(s): State<ApiState>, Caller(a): Caller, Body(b): Body<Exe
         other => other,
     };
     ok(s.app.execute(&a, &agent_id, input, b.task_id).await?)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    #[serde(default)]
+    limit: u32,
+}
+
+async fn list_executions(
+    State(s): State<ApiState>,
+    Caller(a): Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let status = q
+        .status
+        .map(|st| {
+            ExecutionStatus::parse(&st).ok_or_else(|| AppError::invalid(format!("unknown status '{st}'")))
+        })
+        .transpose()?;
+    ok(json!({ "executions": s.app.executions(&a, status, q.limit).await? }))
 }
 
 async fn get_execution(State(s): State<ApiState>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult {

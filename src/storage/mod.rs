@@ -203,6 +203,26 @@ impl Store {
         convert::execution_from_row(row)
     }
 
+    pub async fn executions(
+        &self,
+        tenant: &str,
+        status: Option<crate::domain::ExecutionStatus>,
+        limit: u64,
+    ) -> AppResult<Vec<Execution>> {
+        let mut q = execution::Entity::find().filter(execution::Column::Tenant.eq(tenant));
+        if let Some(s) = status {
+            q = q.filter(execution::Column::Status.eq(s.as_str()));
+        }
+        let rows = q
+            .order_by_desc(execution::Column::CreatedAt)
+            .order_by_desc(execution::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(convert::execution_from_row).collect()
+    }
+
     pub async fn approval(&self, tenant: &str, id: &str) -> AppResult<Approval> {
         let row =
             self.one_in_tenant::<approval::Entity>("approval", approval::Column::Tenant, tenant, id).await?;

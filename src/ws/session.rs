@@ -289,6 +289,14 @@ async fn subscribe(sink: &mut Sink, sub: &mut Subscription, channel: Channel, af
         },
         _ => {
             sub.add(vec![channel], after);
+            if after.is_none() {
+                // Live from here: a client that drops before any event of
+                // this channel resumes exactly with this as its cursor.
+                match sub.current_seq().await {
+                    Ok(seq) => reply["seq"] = seq.into(),
+                    Err(e) => e.log_if_internal(),
+                }
+            }
             None
         }
     };

@@ -241,3 +241,15 @@ async fn shutdown_tells_clients_to_reconnect_with_1012() {
     assert_eq!(ws.close_code().await, 1012);
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_subscription_says_where_it_starts() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin();
+    let id = task_with_progress(&app, &token).await;
+    let last = app.tasks(&token).get_task(pb::GetTaskRequest { id }).await.unwrap().into_inner().last_seq;
+    let mut ws = Ws::connect(&app, &token).await;
+    ws.send(json!({ "type": "subscribe", "channel": "agent_status" })).await;
+    let reply = ws.recv().await;
+    assert_eq!((reply["type"].as_str(), reply["seq"].as_u64()), (Some("subscribed"), Some(last)));
+}

@@ -453,6 +453,11 @@ async fn an_execution_waits_queued_until_an_executor_attaches() {
     let Cmd::Execute(cmd) = exec.command().await else { panic!("execute") };
     assert_eq!(cmd.execution_id, body["id"].as_str().unwrap());
     assert!(!cmd.resumed);
+    let api = Api::new(&app, &approver);
+    let (_, running) = api.get("/executions?status=running").await;
+    assert_eq!(running["executions"][0]["id"], body["id"]);
+    let (_, agent) = api.get("/agents/writer").await;
+    assert_eq!(agent["status"], "online", "an attached executor brings its agent online");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
