@@ -15,7 +15,7 @@ use crate::cluster::Cluster;
 use crate::domain::Event;
 use crate::domain::{Actor, AppError, AppResult};
 use crate::hub::Hub;
-use crate::storage::Store;
+use crate::storage::{KnownTasks, Store};
 
 struct Request {
     actor: Actor,
@@ -76,6 +76,9 @@ async fn run(
     max_batch: usize,
     stop: CancellationToken,
 ) {
+    // A single node's writer is the only writer, so it may remember tasks as
+    // committed instead of reading them back; in a cluster others write too.
+    let mut known = matches!(fanout, Fanout::Local(_)).then(KnownTasks::default);
     loop {
         let first = tokio::select! {
             biased;
@@ -93,15 +96,30 @@ async fn run(
                 Err(_) => break,
             }
         }
-        process(&store, &fanout, batch).await;
+        let single_writer = known.is_some();
+        known = process(&store, &fanout, batch, known.take()).await;
+        if single_writer && known.is_none() {
+            // A failed batch leaves nothing trustworthy to remember.
+            known = Some(KnownTasks::default());
+        }
     }
     tracing::info!("writer stopped");
 }
 
-async fn process(store: &Store, fanout: &Fanout, batch: Vec<Request>) {
-    let mut uow = match store.begin().await {
+/// Applies and commits one batch; returns the known tasks brought up to date
+/// (or `None` when the batch failed).
+async fn process(
+    store: &Store,
+    fanout: &Fanout,
+    batch: Vec<Request>,
+    known: Option<KnownTasks>,
+) -> Option<KnownTasks> {
+    let mut uow = match store.begin(known).await {
         Ok(u) => u,
-        Err(e) => return fail_all(batch, e),
+        Err(e) => {
+            fail_all(batch, e);
+            return None;
+        }
     };
     // For each request: its outcome and the index of its last event, if any.
     let mut results = Vec::with_capacity(batch.len());
@@ -120,10 +138,11 @@ async fn process(store: &Store, fanout: &Fanout, batch: Vec<Request>) {
             for reply in replies {
                 let _ = reply.send(Err(AppError::internal(anyhow::anyhow!("the batch was not stored"))));
             }
-            return;
+            return None;
         }
     };
     let first_seq = committed.events.first().map(|e| e.seq);
+    let known = committed.known;
     for event in committed.events {
         fanout.publish(Arc::new(event));
     }
@@ -136,6 +155,7 @@ async fn process(store: &Store, fanout: &Fanout, batch: Vec<Request>) {
         });
         let _ = reply.send(answer);
     }
+    known
 }
 
 fn fail_all(batch: Vec<Request>, err: AppError) {

@@ -18,7 +18,7 @@ use sea_orm_migration::MigratorTrait;
 
 pub use convert::{millis, time};
 use entities::{agent, approval, event, execution, progress, task};
-pub use unit::{Committed, UnitOfWork};
+pub use unit::{Committed, KnownTasks, UnitOfWork};
 
 use crate::domain::channel::ChannelFilter;
 use crate::domain::{Agent, AppError, AppResult, Approval, Channel, Event, Execution, Task, TaskStatus};
@@ -95,8 +95,10 @@ impl Store {
         self.db.ping().await.map_err(db_err)
     }
 
-    pub async fn begin(&self) -> AppResult<UnitOfWork> {
-        UnitOfWork::begin(&self.db).await
+    /// A unit of work; `known` are the writer's remembered tasks, if it is
+    /// the only writer.
+    pub async fn begin(&self, known: Option<KnownTasks>) -> AppResult<UnitOfWork> {
+        UnitOfWork::begin(&self.db, known).await
     }
 
     /// The last sequence number given to an event.

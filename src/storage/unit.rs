@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, QueryFilter, QuerySelect, Select, Statement, TransactionTrait,
+    IdenStatic, IntoActiveModel, Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect, Select, Statement,
+    TransactionTrait,
 };
 
 use super::convert::{
@@ -66,8 +68,28 @@ impl<K: Hash + Eq, T: Clone> Cache<K, T> {
     }
 }
 
+/// Tasks as last committed, kept by a writer that is the only one writing
+/// (a single node), so hot tasks are not read back before every change.
+#[derive(Default)]
+pub struct KnownTasks(HashMap<String, Task>);
+
+const KNOWN_TASKS_LIMIT: usize = 20_000;
+
+impl KnownTasks {
+    fn remember(&mut self, tasks: impl Iterator<Item = Task>) {
+        for t in tasks {
+            if self.0.len() >= KNOWN_TASKS_LIMIT && !self.0.contains_key(&t.id) {
+                // Forgetting is always safe: the next change reads the row.
+                self.0.clear();
+            }
+            self.0.insert(t.id.clone(), t);
+        }
+    }
+}
+
 pub struct UnitOfWork {
     txn: DatabaseTransaction,
+    known: Option<KnownTasks>,
     tasks: Cache<String, Task>,
     agents: Cache<(String, String), Agent>,
     executions: Cache<String, Execution>,
@@ -80,9 +102,10 @@ fn not_found(what: &str, id: &str) -> AppError {
 }
 
 impl UnitOfWork {
-    pub(super) async fn begin(db: &DatabaseConnection) -> AppResult<Self> {
+    pub(super) async fn begin(db: &DatabaseConnection, known: Option<KnownTasks>) -> AppResult<Self> {
         Ok(Self {
             txn: db.begin().await.map_err(db_err)?,
+            known,
             tasks: Cache::new(),
             agents: Cache::new(),
             executions: Cache::new(),
@@ -93,8 +116,10 @@ impl UnitOfWork {
 
     /// The task as this unit of work sees it; the row is locked on PostgreSQL.
     pub async fn task(&mut self, tenant: &str, id: &str) -> AppResult<Task> {
+        let known = self.known.as_ref().and_then(|k| k.0.get(id)).cloned();
         let t = match self.tasks.get(&id.to_string()) {
             Some(t) => t,
+            None if known.is_some() => self.tasks.loaded(id.to_string(), known.expect("checked")),
             None => {
                 let row = task::Entity::find_by_id(id.to_string())
                     .lock_exclusive()
@@ -305,9 +330,15 @@ impl UnitOfWork {
         }
         self.write_rows(&events).await?;
         self.txn.commit().await.map_err(db_err)?;
+        let tasks = self.tasks.into_map();
+        let known = self.known.map(|mut k| {
+            k.remember(tasks.values().cloned());
+            k
+        });
         Ok(Committed {
             events,
-            tasks: self.tasks.into_map(),
+            known,
+            tasks,
             agents: self.agents.into_map(),
             executions: self.executions.into_map(),
             approvals: self.approvals.into_map(),
@@ -350,10 +381,10 @@ impl UnitOfWork {
 
     async fn write_rows(&self, events: &[Event]) -> AppResult<()> {
         let txn = &self.txn;
-        write::<task::Entity, _, _>(txn, self.tasks.rows(task_to_row)).await?;
-        write::<agent::Entity, _, _>(txn, self.agents.rows(agent_to_row)).await?;
-        write::<execution::Entity, _, _>(txn, self.executions.rows(execution_to_row)).await?;
-        write::<approval::Entity, _, _>(txn, self.approvals.rows(approval_to_row)).await?;
+        upsert::<task::Entity, _>(txn, self.tasks.rows(task_to_row)).await?;
+        upsert::<agent::Entity, _>(txn, self.agents.rows(agent_to_row)).await?;
+        upsert::<execution::Entity, _>(txn, self.executions.rows(execution_to_row)).await?;
+        upsert::<approval::Entity, _>(txn, self.approvals.rows(approval_to_row)).await?;
         insert_all::<event::Entity, event::ActiveModel>(txn, events.iter().map(event_to_row).collect())
             .await?;
         insert_all::<progress::Entity, progress::ActiveModel>(
@@ -367,21 +398,38 @@ impl UnitOfWork {
 /// What a commit stored.
 pub struct Committed {
     pub events: Vec<Event>,
+    /// The writer's known tasks, brought up to date.
+    pub known: Option<KnownTasks>,
     pub tasks: HashMap<String, Task>,
     pub agents: HashMap<(String, String), Agent>,
     pub executions: HashMap<String, Execution>,
     pub approvals: HashMap<String, Approval>,
 }
 
-async fn write<E, A, M>(txn: &DatabaseTransaction, (new, changed): (Vec<M>, Vec<M>)) -> AppResult<()>
+/// Inserts new rows and updates changed ones in one statement per chunk
+/// (`INSERT … ON CONFLICT (primary key) DO UPDATE`), on both backends.
+async fn upsert<E, A>(
+    txn: &DatabaseTransaction,
+    (new, changed): (Vec<E::Model>, Vec<E::Model>),
+) -> AppResult<()>
 where
-    E: EntityTrait<ActiveModel = A, Model = M>,
-    A: ActiveModelTrait<Entity = E> + Send + sea_orm::ActiveModelBehavior,
-    M: IntoActiveModel<A> + sea_orm::ModelTrait<Entity = E> + Send + Sync,
+    E: EntityTrait<ActiveModel = A>,
+    A: ActiveModelTrait<Entity = E> + Send,
+    E::Model: IntoActiveModel<A>,
 {
-    insert_all::<E, A>(txn, new).await?;
-    for row in changed {
-        row.into_active_model().reset_all().update(txn).await.map_err(db_err)?;
+    let key: Vec<E::Column> = E::PrimaryKey::iter().map(|k| k.into_column()).collect();
+    let rest: Vec<E::Column> =
+        E::Column::iter().filter(|c| !key.iter().any(|k| k.as_str() == c.as_str())).collect();
+    let on_conflict = OnConflict::columns(key).update_columns(rest).to_owned();
+    let mut rows = new.into_iter().chain(changed).peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> =
+            rows.by_ref().take(INSERT_CHUNK).map(|m| m.into_active_model().reset_all()).collect();
+        E::insert_many(chunk)
+            .on_conflict(on_conflict.clone())
+            .exec_without_returning(txn)
+            .await
+            .map_err(db_err)?;
     }
     Ok(())
 }
