@@ -43,9 +43,9 @@ pub async fn create_task(tasks: &mut Tasks, n: usize) -> anyhow::Result<String> 
 
 pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
     let args = &ctx.args;
-    let window = args.window.unwrap_or(16).max(1);
+    let window = args.window.unwrap_or(32).max(1);
     let inflight = match ctx.target() {
-        Target::Herald => args.inflight.unwrap_or(4).max(1),
+        Target::Herald => args.inflight.unwrap_or(window as usize).max(1),
         Target::Seed => 1,
     };
     let mut report = Report::new(ctx, "s1", n, "subscribers");
@@ -89,7 +89,7 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
         tokio::spawn(async move {
             let mut ticker = rate.filter(|r| *r > 0.0).map(|r| {
                 let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
             match publisher {

@@ -88,10 +88,10 @@ pub struct Args {
     /// S4: concurrent publishing clients, each with its own connection and task (default 64).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// S1: most events published but not yet received by every subscriber (default 16).
+    /// S1: most events published but not yet received by every subscriber (default 32).
     #[arg(long)]
     pub window: Option<u64>,
-    /// S1: most publish calls in flight at once (default 4 for herald; the seed target is always 1).
+    /// S1: most publish calls in flight at once (default: the window; the seed target is always 1).
     #[arg(long)]
     pub inflight: Option<usize>,
     /// S1: publish at this many events per second instead of as fast as the window allows.
@@ -133,7 +133,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let nofile = metrics::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-    let reports = rt.block_on(run(&args))?;
+    let mut reports = rt.block_on(run(&args))?;
+    reports.iter_mut().for_each(Report::derive);
     let out = serde_json::json!({
         "scenario": format!("{:?}", args.scenario).to_lowercase(),
         "target": args.target,

@@ -1,6 +1,7 @@
 //! Figures: latency histograms, error counters, /proc readings of the server and
 //! of this process, the report of one run, the table and the fd limit.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -204,6 +205,21 @@ impl Proc {
     pub fn cpu(&self) -> CpuMark {
         CpuMark { at: Instant::now(), ticks: cpu_ticks(&self.0) }
     }
+
+    /// Each thread's name and CPU ticks, by thread id.
+    fn thread_ticks(&self) -> HashMap<String, (String, u64)> {
+        let mut out = HashMap::new();
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.0)) else { return out };
+        for entry in dir.flatten() {
+            let tid = entry.file_name().to_string_lossy().to_string();
+            let path = format!("{}/task/{tid}", self.0);
+            let name = std::fs::read_to_string(format!("/proc/{path}/comm")).unwrap_or_default();
+            if let Some(ticks) = cpu_ticks(&path) {
+                out.insert(tid, (name.trim().to_string(), ticks));
+            }
+        }
+        out
+    }
 }
 
 /// A CPU time reading; two of them give the share of one core used between them.
@@ -232,6 +248,8 @@ pub struct Resources {
     pub server_threads: Option<u64>,
     /// Percent of one core (200 = both cores of this machine).
     pub server_cpu_pct: Option<f64>,
+    /// The server's CPU split by thread name (percent of one core).
+    pub server_threads_cpu_pct: BTreeMap<String, f64>,
     pub loadgen_cpu_pct: Option<f64>,
     pub loadgen_rss_kib: Option<u64>,
 }
@@ -242,6 +260,7 @@ pub struct Meter {
     server: Option<Proc>,
     server_cpu: Option<CpuMark>,
     server_rss: Option<u64>,
+    server_threads: HashMap<String, (String, u64)>,
     me: CpuMark,
 }
 
@@ -252,6 +271,7 @@ impl Meter {
             pid,
             server_cpu: server.as_ref().map(Proc::cpu),
             server_rss: server.as_ref().and_then(Proc::rss_kib),
+            server_threads: server.as_ref().map(Proc::thread_ticks).unwrap_or_default(),
             server,
             me: Proc::me().cpu(),
         }
@@ -260,7 +280,16 @@ impl Meter {
     pub fn stop(&self) -> Resources {
         let me = Proc::me();
         let s = self.server.as_ref();
+        let secs = self.me.at.elapsed().as_secs_f64();
+        let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
+        for (tid, (name, ticks)) in s.map(Proc::thread_ticks).unwrap_or_default() {
+            let before = self.server_threads.get(&tid).map_or(0, |t| t.1);
+            *by_name.entry(name).or_default() +=
+                ticks.saturating_sub(before) as f64 / clk_tck() / secs * 100.0;
+        }
+        by_name.retain(|_, pct| *pct >= 0.5);
         Resources {
+            server_threads_cpu_pct: by_name,
             server_pid: self.pid,
             server_rss_start_kib: self.server_rss,
             server_rss_end_kib: s.and_then(Proc::rss_kib),
@@ -327,6 +356,22 @@ impl Report {
     pub fn set(&mut self, key: &str, value: impl Into<serde_json::Value>) {
         self.extra.insert(key.into(), value.into());
     }
+
+    /// CPU time per delivery of the server and of this load generator, from the
+    /// measured interval (not for S3, whose interval is idle).
+    pub fn derive(&mut self) {
+        if self.scenario == "s3" || self.deliveries == 0 {
+            return;
+        }
+        let (secs, n) = (self.duration_s, self.deliveries as f64);
+        let per = |pct: Option<f64>| pct.map(|p| p / 100.0 * secs * 1e6 / n);
+        if let Some(us) = per(self.resources.server_cpu_pct) {
+            self.set("server_cpu_us_per_delivery", (us * 1000.0).round() / 1000.0);
+        }
+        if let Some(us) = per(self.resources.loadgen_cpu_pct) {
+            self.set("loadgen_cpu_us_per_delivery", (us * 1000.0).round() / 1000.0);
+        }
+    }
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -390,6 +435,11 @@ pub fn print_table(reports: &[Report]) {
         }
         for (k, v) in &r.extra {
             line += &format!(" {k}={v}");
+        }
+        if !r.resources.server_threads_cpu_pct.is_empty() {
+            let split: Vec<String> =
+                r.resources.server_threads_cpu_pct.iter().map(|(t, p)| format!("{t}={p:.0}%")).collect();
+            line += &format!(" server threads: {}", split.join(" "));
         }
         println!("{line}");
     }
