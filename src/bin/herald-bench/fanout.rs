@@ -1,7 +1,8 @@
 //! S1 fan-out: one publisher, N WebSocket subscribers on `task_updates`. The
 //! publisher keeps at most `--window` events published but not yet received by
-//! every subscriber ("as fast as delivery keeps up"), with up to `--inflight`
-//! publish calls at once (herald target; the seed target publishes sequentially).
+//! every subscriber ("as fast as delivery keeps up"; by default 32,000 / N
+//! events, between 2 and 256), with up to `--inflight` publish calls at once
+//! (herald target, default the window; the seed target publishes sequentially).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,7 +44,8 @@ pub async fn create_task(tasks: &mut Tasks, n: usize) -> anyhow::Result<String> 
 
 pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
     let args = &ctx.args;
-    let window = args.window.unwrap_or(32).max(1);
+    // By default about 32,000 deliveries in flight: 32 events for 1,000 subscribers.
+    let window = args.window.unwrap_or((32_000 / n.max(1)).clamp(2, 256) as u64).max(1);
     let inflight = match ctx.target() {
         Target::Herald => args.inflight.unwrap_or(window as usize).max(1),
         Target::Seed => 1,

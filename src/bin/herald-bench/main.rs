@@ -88,7 +88,7 @@ pub struct Args {
     /// S4: concurrent publishing clients, each with its own connection and task (default 64).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// S1: most events published but not yet received by every subscriber (default 32).
+    /// S1: most events published but not yet received by every subscriber (default 32,000 / subscribers, 2..=256).
     #[arg(long)]
     pub window: Option<u64>,
     /// S1: most publish calls in flight at once (default: the window; the seed target is always 1).
