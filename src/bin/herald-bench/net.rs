@@ -52,6 +52,7 @@ impl Ctx {
             .strip_prefix("http://")
             .ok_or_else(|| anyhow!("--url must be http://HOST:PORT (loopback only), got {base}"))?;
         let addr: SocketAddr = hostport
+            .replacen("localhost:", "127.0.0.1:", 1)
             .parse()
             .with_context(|| format!("--url must name an IP address and port: {hostport}"))?;
         if !addr.ip().is_loopback() {
