@@ -3,6 +3,7 @@
 
 mod agents;
 mod auth;
+mod bench;
 mod bridge;
 mod browser;
 mod cluster;
