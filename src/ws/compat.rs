@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, interval_at, sleep_until};
 
 use super::protocol::{close, timestamp};
-use super::{Sink, Slot, WsState, close_with};
+use super::{Slot, WsState, close_with};
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 use crate::app::{End, Subscription};
 use crate::domain::{Channel, Event, EventPayload, Task, TaskStatus};
 use crate::hub::CloseReason;

@@ -27,10 +27,11 @@ use crate::domain::{Actor, AppError};
 /// A write that takes longer than this means the peer stopped reading.
 pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub type Sink = futures_util::stream::SplitSink<axum::extract::ws::WebSocket, axum::extract::ws::Message>;
-
 /// Sends a close frame, giving up after [`WRITE_TIMEOUT`].
-pub async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) {
+pub async fn close_with<S>(sink: &mut S, code: u16, reason: &'static str)
+where
+    S: futures_util::Sink<axum::extract::ws::Message> + Unpin,
+{
     use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
     use futures_util::SinkExt;
     let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };

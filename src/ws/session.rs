@@ -1,56 +1,33 @@
-//! One `/ws` connection. The socket is split: the reader parses and checks
-//! client frames; the writer owns the subscription and is the only one who
-//! writes, so replies, snapshots and events leave in one well-defined order.
-//! When either half ends, both stop.
+//! One `/ws` connection, on one task: a `select!` over the client's frames,
+//! the subscription's deliveries, the ping timer and the token's expiry.
+//! One task (not a reader and a writer joined by a channel) because idle
+//! connections are the common case and a second task plus its channel would
+//! double what each one costs (BENCHMARKS.md, S3). Replies, snapshots and
+//! events still leave in one well-defined order, and either direction ending
+//! ends the session. Handling a client frame may wait on the application
+//! (a database read, a decision); deliveries queue in the outbox meanwhile.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::SplitStream;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
-use tokio::sync::mpsc;
+use futures_util::SinkExt;
+use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 
 use super::protocol::{ClientFrame, close, error_frame, event_frame, required, snapshot_frame};
-use super::{Sink, Slot, WRITE_TIMEOUT, WsState, close_with};
-use crate::app::App;
-use crate::app::{End, Subscription};
+use super::{Slot, WRITE_TIMEOUT, WsState, close_with};
+use crate::app::{App, End, Subscription};
 use crate::domain::{Actor, AppError, Channel, DecisionKind};
-use crate::hub::CloseReason;
-use serde_json::Value;
+use crate::hub::{CloseReason, Delivery};
 
-/// What the reader asks the writer to do.
+/// What handling a client frame asks the session to do.
 enum Control {
     Send(String),
     Subscribe { channel: Channel, after: Option<u64> },
     Unsubscribe(Channel),
-    Refreshed(Actor),
-    Pong,
-}
-
-pub async fn run(socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot: Slot) {
-    let connection_id = uuid::Uuid::new_v4().to_string();
-    let sub = match state.app.subscription(&actor) {
-        Ok(s) => s,
-        Err(e) => return e.log_if_internal(),
-    };
-    let (mut sink, stream) = socket.split();
-    let welcome = json!({ "type": "connection", "status": "connected", "connection_id": connection_id });
-    if sink.send(Message::Text(welcome.to_string().into())).await.is_err() {
-        return;
-    }
-    tracing::debug!(%connection_id, subject = %actor.subject, "websocket connected");
-    // The reader runs on its own task; this task writes. When the reader ends
-    // it drops its sender and the writer sees the end of its control channel;
-    // when the writer ends, the reader is aborted.
-    let (tx, rx) = mpsc::channel(32);
-    let reader = tokio::spawn(read(stream, state.clone(), actor.clone(), tx));
-    write(sink, state, actor, sub, rx).await;
-    reader.abort();
-    tracing::debug!(%connection_id, "websocket closed");
+    Refreshed,
 }
 
 struct RateLimit {
@@ -58,31 +35,77 @@ struct RateLimit {
     count: u32,
 }
 
-async fn read(
-    mut stream: SplitStream<WebSocket>,
+struct Session {
     state: Arc<WsState>,
-    mut actor: Actor,
-    tx: mpsc::Sender<Control>,
-) {
-    let cfg = &state.config;
-    let mut rate = RateLimit { window_start: Instant::now(), count: 0 };
-    let mut subscribed = HashSet::new();
-    while let Some(Ok(msg)) = stream.next().await {
+    actor: Actor,
+    sub: Subscription,
+    subscribed: HashSet<Channel>,
+    rate: RateLimit,
+    expires: Instant,
+    awaiting_pong: bool,
+}
+
+pub async fn run(mut socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot: Slot) {
+    let connection_id = uuid::Uuid::new_v4().to_string();
+    let sub = match state.app.subscription(&actor) {
+        Ok(s) => s,
+        Err(e) => return e.log_if_internal(),
+    };
+    let welcome = json!({ "type": "connection", "status": "connected", "connection_id": connection_id });
+    if !send(&mut socket, Message::Text(welcome.to_string().into())).await {
+        return;
+    }
+    tracing::debug!(%connection_id, subject = %actor.subject, "websocket connected");
+    let mut ping = tokio::time::interval(state.config.ping_interval);
+    ping.tick().await;
+    let mut s = Session {
+        expires: expiry(&actor),
+        state,
+        actor,
+        sub,
+        subscribed: HashSet::new(),
+        rate: RateLimit { window_start: Instant::now(), count: 0 },
+        awaiting_pong: false,
+    };
+    loop {
+        let open = tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(msg)) => s.on_message(&mut socket, msg).await,
+                _ => false,
+            },
+            batch = s.sub.next_batch() => s.on_deliveries(&mut socket, batch).await,
+            _ = ping.tick() => s.on_ping(&mut socket).await,
+            _ = sleep_until(s.expires) => {
+                close_with(&mut socket, close::TOKEN_EXPIRED, "token expired").await;
+                false
+            }
+        };
+        if !open {
+            break;
+        }
+    }
+    tracing::debug!(%connection_id, "websocket closed");
+}
+
+impl Session {
+    /// Handles one client frame; false when the session is over.
+    async fn on_message(&mut self, socket: &mut WebSocket, msg: Message) -> bool {
         let text = match msg {
             Message::Text(t) => Ok(t),
             Message::Binary(_) => Err(AppError::invalid("binary frames are not supported; send JSON text")),
             Message::Pong(_) => {
-                let _ = tx.send(Control::Pong).await;
-                continue;
+                self.awaiting_pong = false;
+                return true;
             }
-            Message::Ping(_) => continue,
-            Message::Close(_) => return,
+            Message::Ping(_) => return true,
+            Message::Close(_) => return false,
         };
-        if rate.window_start.elapsed() >= cfg.rate_window {
-            rate = RateLimit { window_start: Instant::now(), count: 0 };
+        let cfg = &self.state.config;
+        if self.rate.window_start.elapsed() >= cfg.rate_window {
+            self.rate = RateLimit { window_start: Instant::now(), count: 0 };
         }
-        rate.count += 1;
-        let reply = if rate.count > cfg.rate_limit {
+        self.rate.count += 1;
+        let reply = if self.rate.count > cfg.rate_limit {
             Err(AppError::ResourceExhausted(format!(
                 "rate limit: at most {} messages per {:?}; this one was dropped",
                 cfg.rate_limit, cfg.rate_window
@@ -94,16 +117,85 @@ async fn read(
                     t.len(),
                     cfg.max_frame
                 ))),
-                Ok(t) => handle(&t, &state, &mut actor, &mut subscribed).await,
+                Ok(t) => handle(&t, &self.state, &mut self.actor, &mut self.subscribed).await,
                 Err(e) => Err(e),
             }
         };
         let controls = reply.unwrap_or_else(|e| vec![Control::Send(error_frame(&e))]);
         for control in controls {
-            if tx.send(control).await.is_err() {
-                return;
+            let ok = match control {
+                Control::Send(text) => send(socket, Message::Text(text.into())).await,
+                Control::Subscribe { channel, after } => {
+                    subscribe(socket, &mut self.sub, channel, after).await
+                }
+                Control::Unsubscribe(channel) => {
+                    self.sub.remove(&channel);
+                    let reply = json!({ "type": "unsubscribed", "channel": channel.to_string() });
+                    send(socket, Message::Text(reply.to_string().into())).await
+                }
+                Control::Refreshed => {
+                    self.expires = expiry(&self.actor);
+                    let reply = json!({ "type": "token_refreshed", "expires_at": self.actor.expires_at });
+                    send(socket, Message::Text(reply.to_string().into())).await
+                }
+            };
+            if !ok {
+                return false;
             }
         }
+        true
+    }
+
+    /// Writes a batch of deliveries with one flush; false when the session is over.
+    async fn on_deliveries(
+        &mut self,
+        socket: &mut WebSocket,
+        batch: Result<Vec<Arc<Delivery>>, End>,
+    ) -> bool {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(End::Closed(CloseReason::Shutdown)) => {
+                close_with(socket, close::SERVICE_RESTART, "herald is restarting").await;
+                return false;
+            }
+            Err(End::Closed(CloseReason::Overflow)) => {
+                close_with(socket, close::SLOW_CONSUMER, "too slow: resume from your last seq").await;
+                return false;
+            }
+            Err(End::Failed(e)) => {
+                send(socket, Message::Text(error_frame(&e).into())).await;
+                close_with(socket, 1011, "internal error").await;
+                return false;
+            }
+        };
+        let n = batch.len();
+        let write = async {
+            for d in &batch {
+                socket.feed(Message::Text(event_frame(d))).await?;
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {
+                self.state.count_sent(n);
+                true
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                close_with(socket, close::SLOW_CONSUMER, "too slow: resume from your last seq").await;
+                false
+            }
+        }
+    }
+
+    /// Pings; a peer that did not answer the previous ping is dropped.
+    async fn on_ping(&mut self, socket: &mut WebSocket) -> bool {
+        if self.awaiting_pong {
+            close_with(socket, close::PING_TIMEOUT, "no pong").await;
+            return false;
+        }
+        self.awaiting_pong = true;
+        send(socket, Message::Ping(Default::default())).await
     }
 }
 
@@ -141,8 +233,8 @@ async fn handle(
                     "a refreshed token must have the same subject and tenant".into(),
                 ));
             }
-            *actor = fresh.clone();
-            Ok(vec![Control::Refreshed(fresh)])
+            *actor = fresh;
+            Ok(vec![Control::Refreshed])
         }
         ClientFrame::Execute { agent_id, input, task_id } => {
             let input = match input {
@@ -189,8 +281,8 @@ async fn decide(
     Ok(vec![Control::Send(reply.to_string())])
 }
 
-async fn send(sink: &mut Sink, msg: Message) -> bool {
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await, Ok(Ok(())))
+async fn send(socket: &mut WebSocket, msg: Message) -> bool {
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, socket.send(msg)).await, Ok(Ok(())))
 }
 
 fn expiry(actor: &Actor) -> Instant {
@@ -198,85 +290,12 @@ fn expiry(actor: &Actor) -> Instant {
     Instant::now() + Duration::from_secs(left.min(100 * 365 * 24 * 3600))
 }
 
-async fn write(
-    mut sink: Sink,
-    state: Arc<WsState>,
-    actor: Actor,
-    mut sub: Subscription,
-    mut rx: mpsc::Receiver<Control>,
-) {
-    let mut expires = expiry(&actor);
-    let mut ping = tokio::time::interval(state.config.ping_interval);
-    ping.tick().await;
-    let mut awaiting_pong = false;
-    loop {
-        tokio::select! {
-            control = rx.recv() => {
-                let Some(control) = control else { return };
-                let ok = match control {
-                    Control::Send(text) => send(&mut sink, Message::Text(text.into())).await,
-                    Control::Subscribe { channel, after } => subscribe(&mut sink, &mut sub, channel, after).await,
-                    Control::Unsubscribe(channel) => {
-                        sub.remove(&channel);
-                        let reply = json!({ "type": "unsubscribed", "channel": channel.to_string() });
-                        send(&mut sink, Message::Text(reply.to_string().into())).await
-                    }
-                    Control::Refreshed(fresh) => {
-                        expires = expiry(&fresh);
-                        let reply = json!({ "type": "token_refreshed", "expires_at": fresh.expires_at });
-                        send(&mut sink, Message::Text(reply.to_string().into())).await
-                    }
-                    Control::Pong => {
-                        awaiting_pong = false;
-                        true
-                    }
-                };
-                if !ok {
-                    return;
-                }
-            }
-            batch = sub.next_batch() => match batch {
-                Ok(batch) => {
-                    let n = batch.len();
-                    for d in batch {
-                        let frame = Message::Text(event_frame(&d));
-                        if tokio::time::timeout(WRITE_TIMEOUT, sink.feed(frame)).await.is_err() {
-                            return close_with(&mut sink, close::SLOW_CONSUMER, "too slow: resume from your last seq").await;
-                        }
-                    }
-                    if tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await.map_or(true, |r| r.is_err()) {
-                        return;
-                    }
-                    state.count_sent(n);
-                }
-                Err(End::Closed(CloseReason::Shutdown)) => {
-                    return close_with(&mut sink, close::SERVICE_RESTART, "herald is restarting").await;
-                }
-                Err(End::Closed(CloseReason::Overflow)) => {
-                    return close_with(&mut sink, close::SLOW_CONSUMER, "too slow: resume from your last seq").await;
-                }
-                Err(End::Failed(e)) => {
-                    let _ = send(&mut sink, Message::Text(error_frame(&e).into())).await;
-                    return close_with(&mut sink, 1011, "internal error").await;
-                }
-            },
-            _ = ping.tick() => {
-                if awaiting_pong {
-                    return close_with(&mut sink, close::PING_TIMEOUT, "no pong").await;
-                }
-                awaiting_pong = true;
-                if !send(&mut sink, Message::Ping(Default::default())).await {
-                    return;
-                }
-            }
-            _ = sleep_until(expires) => {
-                return close_with(&mut sink, close::TOKEN_EXPIRED, "token expired").await;
-            }
-        }
-    }
-}
-
-async fn subscribe(sink: &mut Sink, sub: &mut Subscription, channel: Channel, after: Option<u64>) -> bool {
+async fn subscribe(
+    socket: &mut WebSocket,
+    sub: &mut Subscription,
+    channel: Channel,
+    after: Option<u64>,
+) -> bool {
     let name = channel.to_string();
     let mut reply = json!({ "type": "subscribed", "channel": name });
     if let Some(a) = after {
@@ -285,7 +304,7 @@ async fn subscribe(sink: &mut Sink, sub: &mut Subscription, channel: Channel, af
     let snapshot = match (&channel, after) {
         (Channel::Task(id), None) => match sub.add_task_snapshot(id).await {
             Ok(task) => Some(snapshot_frame(&name, &task)),
-            Err(e) => return send(sink, Message::Text(error_frame(&e).into())).await,
+            Err(e) => return send(socket, Message::Text(error_frame(&e).into())).await,
         },
         _ => {
             sub.add(vec![channel], after);
@@ -300,11 +319,11 @@ async fn subscribe(sink: &mut Sink, sub: &mut Subscription, channel: Channel, af
             None
         }
     };
-    if !send(sink, Message::Text(reply.to_string().into())).await {
+    if !send(socket, Message::Text(reply.to_string().into())).await {
         return false;
     }
     match snapshot {
-        Some(s) => send(sink, Message::Text(s.into())).await,
+        Some(s) => send(socket, Message::Text(s.into())).await,
         None => true,
     }
 }
