@@ -20,10 +20,10 @@ pub use subscription::{End, Subscription};
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::domain::{
     Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, Channel, Event, NewTask, Permission,
-    ProgressReport, Task, TaskStatus,
+    ProgressEntry, ProgressReport, Task, TaskStatus,
 };
 use crate::hub::{CloseReason, Hub};
-use crate::storage::{ProgressEntry, Store};
+use crate::storage::Store;
 use writer::{Fanout, Writer};
 
 pub const MAX_PAGE: u32 = 1000;
@@ -208,7 +208,7 @@ impl App {
 
     pub async fn task_progress(&self, actor: &Actor, id: &str) -> AppResult<Vec<ProgressEntry>> {
         self.task(actor, id).await?;
-        self.store.progress_history(id).await
+        self.store.progress_history(&actor.tenant, id).await
     }
 
     pub async fn register_agent(&self, actor: &Actor, reg: AgentRegistration) -> AppResult<Agent> {

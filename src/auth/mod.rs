@@ -5,6 +5,7 @@
 
 pub mod grpc;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,7 +34,14 @@ pub struct Claims {
 pub struct Verifier {
     key: std::sync::Arc<DecodingKey>,
     validation: Validation,
+    /// Tokens already verified, until they expire: clients send the same
+    /// token with every call, and checking a signature each time is most of
+    /// what a small call costs.
+    verified: std::sync::Arc<std::sync::Mutex<HashMap<String, Actor>>>,
 }
+
+/// Verified tokens kept at most; past it the cache starts over.
+const VERIFIED_LIMIT: usize = 10_000;
 
 impl Verifier {
     pub fn hs256(secret: &[u8]) -> Self {
@@ -44,11 +52,27 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 5;
-        Self { key: std::sync::Arc::new(key), validation }
+        Self { key: std::sync::Arc::new(key), validation, verified: Default::default() }
     }
 
     /// A bad token is `Unauthenticated` with a reason; the token itself is never echoed.
     pub fn verify(&self, token: &str) -> Result<Actor, AppError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some(actor) = self.verified.lock().expect("verified lock").get(token)
+            && actor.expires_at + self.validation.leeway as i64 > now
+        {
+            return Ok(actor.clone());
+        }
+        let actor = self.verify_signature(token)?;
+        let mut verified = self.verified.lock().expect("verified lock");
+        if verified.len() >= VERIFIED_LIMIT {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), actor.clone());
+        Ok(actor)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Actor, AppError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             let why = match e.kind() {

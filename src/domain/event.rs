@@ -235,6 +235,38 @@ fn strip(data: &mut serde_json::Value, keys: &[&str]) {
     }
 }
 
+/// One entry of a task's progress history: every event that changed its
+/// status or progress. The history is read from the event log itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressEntry {
+    pub seq: u64,
+    pub progress: u8,
+    pub status: TaskStatus,
+    pub step: String,
+    pub tool: String,
+    pub message: String,
+    pub error: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl ProgressEntry {
+    pub fn from_event(e: &Event) -> Option<Self> {
+        let (status, progress, step, tool, message, error) = match &e.payload {
+            EventPayload::TaskProgress(p) => {
+                (p.status, p.progress, p.step.clone(), p.tool.clone(), p.message.clone(), p.error)
+            }
+            EventPayload::TaskCompleted(p) | EventPayload::TaskCancelled(p) => {
+                (p.status, p.progress, String::new(), String::new(), p.detail.clone(), false)
+            }
+            EventPayload::TaskFailed(p) => {
+                (p.status, p.progress, String::new(), String::new(), p.detail.clone(), true)
+            }
+            _ => return None,
+        };
+        Some(Self { seq: e.seq, progress, status, step, tool, message, error, at: e.timestamp })
+    }
+}
+
 impl Event {
     /// The channels the event is published on: its topic, if any, and its resource.
     pub fn channels(&self) -> Vec<Channel> {

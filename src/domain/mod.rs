@@ -16,6 +16,6 @@ pub use agent::{Agent, AgentRegistration, AgentStatus};
 pub use approval::{Approval, ApprovalRequest, Decision, DecisionKind};
 pub use channel::Channel;
 pub use error::{AppError, AppResult};
-pub use event::{Event, EventPayload, NewEvent};
+pub use event::{Event, EventPayload, NewEvent, ProgressEntry};
 pub use execution::{Execution, ExecutionStatus, Report};
 pub use task::{NewTask, ProgressReport, Task, TaskStatus};

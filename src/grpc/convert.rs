@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::app::dispatch::ExecutorCommand;
+use crate::domain::ProgressEntry;
 use crate::domain::event::{AgentUpdate, TaskCreated, TaskFinished, TaskProgress};
 use crate::domain::execution::parse_json;
 use crate::domain::{
@@ -12,7 +13,6 @@ use crate::domain::{
     Event, EventPayload, Execution, ExecutionStatus, NewTask, ProgressReport, Report, Task, TaskStatus,
 };
 use crate::proto as pb;
-use crate::storage::ProgressEntry;
 
 pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::auth::Verifier;
+use crate::domain::ProgressEntry;
 use crate::domain::{Actor, AgentRegistration, AppError, Channel, NewTask, ProgressReport, TaskStatus};
-use crate::storage::ProgressEntry;
 use crate::ws::protocol::event_value;
 
 #[derive(Clone)]

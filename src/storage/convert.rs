@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::entities::{agent, approval, event, execution, progress, task};
+use super::entities::{agent, approval, event, execution, task};
 use crate::domain::{
     Agent, AgentStatus, AppError, Approval, DecisionKind, Event, EventPayload, Execution, ExecutionStatus,
     Task, TaskStatus,
@@ -113,34 +113,6 @@ pub fn event_to_row(e: &Event) -> event::Model {
         created_at: millis(e.timestamp),
         data: serde_json::to_string(&e.payload.data_json()).expect("json serializes"),
     }
-}
-
-/// One row of the progress history, written for every event that changes a
-/// task's status or progress.
-pub fn progress_row(e: &Event) -> Option<progress::Model> {
-    let (task_id, status, pct, step, tool, message, error) = match &e.payload {
-        EventPayload::TaskProgress(p) => {
-            (&p.task_id, p.status, p.progress, p.step.clone(), p.tool.clone(), p.message.clone(), p.error)
-        }
-        EventPayload::TaskCompleted(p) | EventPayload::TaskCancelled(p) => {
-            (&p.task_id, p.status, p.progress, String::new(), String::new(), p.detail.clone(), false)
-        }
-        EventPayload::TaskFailed(p) => {
-            (&p.task_id, p.status, p.progress, String::new(), String::new(), p.detail.clone(), true)
-        }
-        _ => return None,
-    };
-    Some(progress::Model {
-        seq: e.seq as i64,
-        task_id: task_id.clone(),
-        progress: pct.into(),
-        status: status.as_str().into(),
-        step,
-        tool,
-        message,
-        error,
-        created_at: millis(e.timestamp),
-    })
 }
 
 fn json_text(v: &serde_json::Value) -> String {

@@ -33,30 +33,6 @@ pub mod task {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod progress {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "task_progress_log")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub seq: i64,
-        pub task_id: String,
-        pub progress: i32,
-        pub status: String,
-        pub step: String,
-        pub tool: String,
-        pub message: String,
-        pub error: bool,
-        pub created_at: i64,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
 pub mod agent {
     use sea_orm::entity::prelude::*;
 

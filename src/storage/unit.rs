@@ -12,11 +12,9 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::convert::{
-    self, agent_to_row, approval_to_row, event_to_row, execution_to_row, progress_row, task_to_row,
-};
+use super::convert::{self, agent_to_row, approval_to_row, event_to_row, execution_to_row, task_to_row};
 use super::db_err;
-use super::entities::{agent, approval, event, execution, progress, task};
+use super::entities::{agent, approval, event, execution, task};
 use crate::domain::{
     Agent, AppError, AppResult, Approval, Channel, Event, EventPayload, Execution, ExecutionStatus, NewEvent,
     Task,
@@ -385,13 +383,7 @@ impl UnitOfWork {
         upsert::<agent::Entity, _>(txn, self.agents.rows(agent_to_row)).await?;
         upsert::<execution::Entity, _>(txn, self.executions.rows(execution_to_row)).await?;
         upsert::<approval::Entity, _>(txn, self.approvals.rows(approval_to_row)).await?;
-        insert_all::<event::Entity, event::ActiveModel>(txn, events.iter().map(event_to_row).collect())
-            .await?;
-        insert_all::<progress::Entity, progress::ActiveModel>(
-            txn,
-            events.iter().filter_map(progress_row).collect(),
-        )
-        .await
+        insert_all::<event::Entity, event::ActiveModel>(txn, events.iter().map(event_to_row).collect()).await
     }
 }
 
