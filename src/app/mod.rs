@@ -122,6 +122,7 @@ impl App {
         app.writer.submit(&Actor::system(""), Command::DetachDeadNodes { alive }).await?;
         tasks.push(tokio::spawn(dispatch::run(app.clone(), app.hub.tap(), stop.clone())));
         tasks.push(tokio::spawn(sweeper::run(app.clone(), stop.clone())));
+        tasks.push(tokio::spawn(sweeper::checkpoints(app.clone(), stop.clone())));
         Ok((app, Background { stop, tasks }))
     }
 

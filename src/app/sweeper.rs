@@ -12,6 +12,20 @@ use tokio_util::sync::CancellationToken;
 use super::{App, Command};
 use crate::domain::{Actor, AppError};
 
+/// Checkpoints the SQLite log every second, off the writer's path.
+pub(super) async fn checkpoints(app: App, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = app.store.checkpoint().await {
+            e.log_if_internal();
+        }
+    }
+}
+
 pub(super) async fn run(app: App, stop: CancellationToken) {
     let mut tick = tokio::time::interval(app.settings.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

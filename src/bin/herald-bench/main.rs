@@ -70,6 +70,10 @@ pub struct Args {
     /// The server's base URL (gRPC, HTTP and WebSocket).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Where WebSocket subscribers connect, when not --url: another node of a
+    /// cluster, to measure delivery across nodes.
+    #[arg(long)]
+    pub subscribe_url: Option<String>,
     /// HS256 secret the server verifies tokens with.
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub secret: String,

@@ -38,8 +38,26 @@ pub struct Ctx {
     pub args: Args,
     pub token: String,
     pub base: String,
-    pub addr: SocketAddr,
+    /// Where WebSocket subscribers connect (`--subscribe-url`, else `--url`).
+    pub ws_addr: SocketAddr,
     pub ws_url: String,
+}
+
+/// `http://HOST:PORT` on loopback, as a socket address and `HOST:PORT`.
+fn loopback(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let hostport = url
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("a URL must be http://HOST:PORT (loopback only), got {url}"))?
+        .to_string();
+    let addr: SocketAddr = hostport
+        .replacen("localhost:", "127.0.0.1:", 1)
+        .parse()
+        .with_context(|| format!("a URL must name an IP address and port: {hostport}"))?;
+    if !addr.ip().is_loopback() {
+        bail!("herald-bench only sends load to loopback addresses, not {}", addr.ip());
+    }
+    Ok((addr, hostport))
 }
 
 impl Ctx {
@@ -48,18 +66,10 @@ impl Ctx {
             .mint("herald-bench", &[Role::Admin], None, Duration::from_secs(24 * 3600))
             .context("minting a token")?;
         let base = args.url.trim_end_matches('/').to_string();
-        let hostport = base
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("--url must be http://HOST:PORT (loopback only), got {base}"))?;
-        let addr: SocketAddr = hostport
-            .replacen("localhost:", "127.0.0.1:", 1)
-            .parse()
-            .with_context(|| format!("--url must name an IP address and port: {hostport}"))?;
-        if !addr.ip().is_loopback() {
-            bail!("herald-bench only sends load to loopback addresses, not {}", addr.ip());
-        }
-        let ws_url = format!("ws://{hostport}/ws?token={token}");
-        Ok(Self { args: args.clone(), token, base, addr, ws_url })
+        loopback(&base)?;
+        let (ws_addr, ws_hostport) = loopback(args.subscribe_url.as_deref().unwrap_or(&base))?;
+        let ws_url = format!("ws://{ws_hostport}/ws?token={token}");
+        Ok(Self { args: args.clone(), token, base, ws_addr, ws_url })
     }
 
     pub fn target(&self) -> Target {
@@ -127,7 +137,7 @@ impl Ctx {
             }
             socket.bind(SocketAddr::from((ip, 0)))?;
         }
-        let stream = socket.connect(self.addr).await.context("TCP connect")?;
+        let stream = socket.connect(self.ws_addr).await.context("TCP connect")?;
         stream.set_nodelay(true)?;
         let config = WebSocketConfig::default().read_buffer_size(16 * 1024).write_buffer_size(0);
         let (ws, _) = tokio_tungstenite::client_async_with_config(self.ws_url.as_str(), stream, Some(config))
