@@ -21,15 +21,7 @@ use crate::{Args, Target};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
+pub use herald::cli::Bearer;
 
 pub type Tasks = TaskServiceClient<InterceptedService<Channel, Bearer>>;
 
