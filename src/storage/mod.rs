@@ -154,18 +154,27 @@ impl Store {
         )
     }
 
-    pub async fn tasks(&self, tenant: &str, status: Option<TaskStatus>, limit: u64) -> AppResult<Vec<Task>> {
-        let mut q = task::Entity::find().filter(task::Column::Tenant.eq(tenant));
+    /// A tenant's rows, newest first, optionally of one status. Tasks and
+    /// executions share the column names this needs.
+    async fn newest_in_tenant<E: EntityTrait>(
+        &self,
+        [tenant_col, status_col, created_col, id_col]: [E::Column; 4],
+        tenant: &str,
+        status: Option<&str>,
+        limit: u64,
+    ) -> AppResult<Vec<E::Model>> {
+        let mut q = E::find().filter(tenant_col.eq(tenant));
         if let Some(s) = status {
-            q = q.filter(task::Column::Status.eq(s.as_str()));
+            q = q.filter(status_col.eq(s));
         }
-        let rows = q
-            .order_by_desc(task::Column::CreatedAt)
-            .order_by_desc(task::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?;
+        q.order_by_desc(created_col).order_by_desc(id_col).limit(limit).all(&self.db).await.map_err(db_err)
+    }
+
+    pub async fn tasks(&self, tenant: &str, status: Option<TaskStatus>, limit: u64) -> AppResult<Vec<Task>> {
+        use task::Column as C;
+        let columns = [C::Tenant, C::Status, C::CreatedAt, C::Id];
+        let rows =
+            self.newest_in_tenant::<task::Entity>(columns, tenant, status.map(|s| s.as_str()), limit).await?;
         rows.into_iter().map(convert::task_from_row).collect()
     }
 
@@ -215,17 +224,10 @@ impl Store {
         status: Option<crate::domain::ExecutionStatus>,
         limit: u64,
     ) -> AppResult<Vec<Execution>> {
-        let mut q = execution::Entity::find().filter(execution::Column::Tenant.eq(tenant));
-        if let Some(s) = status {
-            q = q.filter(execution::Column::Status.eq(s.as_str()));
-        }
-        let rows = q
-            .order_by_desc(execution::Column::CreatedAt)
-            .order_by_desc(execution::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?;
+        use execution::Column as C;
+        let columns = [C::Tenant, C::Status, C::CreatedAt, C::Id];
+        let status = status.map(|s| s.as_str());
+        let rows = self.newest_in_tenant::<execution::Entity>(columns, tenant, status, limit).await?;
         rows.into_iter().map(convert::execution_from_row).collect()
     }
 
