@@ -25,6 +25,12 @@ use crate::domain::{
     Agent, AppError, AppResult, Approval, Channel, Event, Execution, ProgressEntry, Task, TaskStatus,
 };
 
+/// Execution statuses after which nothing more happens.
+const FINISHED_EXECUTIONS: [&str; 3] = ["completed", "failed", "cancelled"];
+
+/// Sweeper candidates read per sweep; the rest wait for the next one.
+const SWEEP_PAGE: u64 = 1000;
+
 /// Approvals of executions that have not finished: once an execution ends, its
 /// undecided approvals no longer matter and are neither listed nor timed.
 fn of_running_execution() -> sea_orm::sea_query::SimpleExpr {
@@ -33,7 +39,7 @@ fn of_running_execution() -> sea_orm::sea_query::SimpleExpr {
         Query::select()
             .column(execution::Column::Id)
             .from(execution::Entity)
-            .and_where(execution::Column::Status.is_not_in(["completed", "failed", "cancelled"]))
+            .and_where(execution::Column::Status.is_not_in(FINISHED_EXECUTIONS))
             .to_owned(),
     )
 }
@@ -267,15 +273,11 @@ impl Store {
         &self,
         now: chrono::DateTime<chrono::Utc>,
     ) -> AppResult<Vec<(String, String)>> {
-        let rows = approval::Entity::find()
+        let q = approval::Entity::find()
             .filter(approval::Column::DecidedAt.is_null())
             .filter(approval::Column::Deadline.lte(millis(now)))
-            .filter(of_running_execution())
-            .limit(1000)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?;
-        Ok(rows.into_iter().map(|r| (r.tenant, r.id)).collect())
+            .filter(of_running_execution());
+        self.candidates(q, |r| (r.tenant, r.id)).await
     }
 
     /// Executions detached before `cutoff`, or whose cancel was requested
@@ -285,18 +287,14 @@ impl Store {
         detached_before: chrono::DateTime<chrono::Utc>,
         cancel_before: chrono::DateTime<chrono::Utc>,
     ) -> AppResult<Vec<(String, String)>> {
-        let rows = execution::Entity::find()
-            .filter(execution::Column::Status.is_not_in(["completed", "failed", "cancelled"]))
+        let q = execution::Entity::find()
+            .filter(execution::Column::Status.is_not_in(FINISHED_EXECUTIONS))
             .filter(
                 sea_orm::Condition::any()
                     .add(execution::Column::DetachedAt.lt(millis(detached_before)))
                     .add(execution::Column::CancelRequestedAt.lt(millis(cancel_before))),
-            )
-            .limit(1000)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?;
-        Ok(rows.into_iter().map(|r| (r.tenant, r.id)).collect())
+            );
+        self.candidates(q, |r| (r.tenant, r.id)).await
     }
 
     /// Agents of every tenant not seen since `cutoff` and not yet offline.
@@ -304,14 +302,20 @@ impl Store {
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> AppResult<Vec<(String, String)>> {
-        let rows = agent::Entity::find()
+        let q = agent::Entity::find()
             .filter(agent::Column::Status.ne("offline"))
-            .filter(agent::Column::LastSeenAt.lt(millis(cutoff)))
-            .limit(1000)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?;
-        Ok(rows.into_iter().map(|r| (r.tenant, r.id)).collect())
+            .filter(agent::Column::LastSeenAt.lt(millis(cutoff)));
+        self.candidates(q, |r| (r.tenant, r.id)).await
+    }
+
+    /// One page of sweeper candidates as (tenant, id).
+    async fn candidates<E: EntityTrait>(
+        &self,
+        query: sea_orm::Select<E>,
+        key: fn(E::Model) -> (String, String),
+    ) -> AppResult<Vec<(String, String)>> {
+        let rows = query.limit(SWEEP_PAGE).all(&self.db).await.map_err(db_err)?;
+        Ok(rows.into_iter().map(key).collect())
     }
 
     /// Stored events of every tenant with `from <= seq < to`, oldest first.
