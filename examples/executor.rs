@@ -7,10 +7,10 @@
 //! directory, so every command must run from the same place):
 //!
 //! ```text
-//! cargo run                                                   # terminal 1: Herald on 127.0.0.1:8080
-//! export HERALD_TOKEN=$(cargo run -q -- token --sub executor --role agent)
-//! cargo run --example executor                                # terminal 2
-//! export TOKEN=$(cargo run -q -- token --sub alice --role admin)   # terminal 3
+//! cargo run --release                                         # terminal 1: Herald on 127.0.0.1:8080
+//! export HERALD_TOKEN=$(cargo run -q --release -- token --sub executor --role agent)
+//! cargo run --release --example executor                      # terminal 2
+//! export TOKEN=$(cargo run -q --release -- token --sub alice --role admin)   # terminal 3
 //! curl -X POST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
 //!   -d '{"agent_id":"example-agent","input":"Summarise the weekly report"}' \
 //!   http://127.0.0.1:8080/api/v1/executions
