@@ -22,6 +22,7 @@ pub struct Herald {
     router: axum::Router,
     app: App,
     ws: Arc<WsState>,
+    health: grpc::Health,
     background: Background,
     shutdown: CancellationToken,
 }
@@ -40,7 +41,8 @@ impl Herald {
             .await
             .context("opening the database")?;
         let (app, background) = App::start(store, config.app.clone()).await?;
-        let grpc = grpc::routes(app.clone(), verifier.clone()).await?.into_axum_router();
+        let (grpc, health) = grpc::routes(app.clone(), verifier.clone()).await?;
+        let grpc = grpc.into_axum_router();
         let ws = WsState::new(app.clone(), verifier.clone(), config.ws.clone());
         let router = grpc
             .merge(http::routes(app.clone(), verifier))
@@ -48,7 +50,7 @@ impl Herald {
             .fallback(http::not_found);
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-        Ok(Self { listener, router, app, ws, background, shutdown: CancellationToken::new() })
+        Ok(Self { listener, router, app, ws, health, background, shutdown: CancellationToken::new() })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -63,13 +65,14 @@ impl Herald {
     /// Serves until the shutdown token is cancelled, then ends every stream,
     /// lets requests in flight finish, and stores what the writer has queued.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { listener, router, app, ws, background, shutdown } = self;
+        let Self { listener, router, app, ws, health, background, shutdown } = self;
         tracing::info!(addr = %listener.local_addr()?, "herald listening");
         let signal = {
             let shutdown = shutdown.clone();
             let app = app.clone();
             async move {
                 shutdown.cancelled().await;
+                health.shutting_down().await;
                 app.close_subscriptions();
             }
         };

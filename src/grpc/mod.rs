@@ -39,21 +39,53 @@ impl From<AppError> for Status {
 /// Messages buffered per gRPC stream between the subscription and the client.
 const STREAM_BUFFER: usize = 64;
 
-/// Every gRPC service on one set of routes: the three Herald services behind
-/// the auth interceptor, plus health and reflection (no auth).
-pub async fn routes(app: App, verifier: Verifier) -> anyhow::Result<Routes> {
+/// The gRPC services' health as `grpc.health.v1` reports it: every service
+/// (and the server, `""`) SERVING until shutdown begins, then NOT_SERVING so
+/// load balancers and health watchers move away while requests drain.
+#[derive(Clone)]
+pub struct Health(tonic_health::server::HealthReporter);
+
+/// Every Herald service, by its full gRPC name.
+const SERVICES: [&str; 7] = [
+    "",
+    <proto::task_service_server::TaskServiceServer<tasks::Tasks> as tonic::server::NamedService>::NAME,
+    <proto::agent_service_server::AgentServiceServer<agents::Agents> as tonic::server::NamedService>::NAME,
+    <proto::event_service_server::EventServiceServer<events::Events> as tonic::server::NamedService>::NAME,
+    <proto::execution_service_server::ExecutionServiceServer<executions::Executions> as tonic::server::NamedService>::NAME,
+    <proto::executor_service_server::ExecutorServiceServer<executions::Executors> as tonic::server::NamedService>::NAME,
+    <proto::approval_service_server::ApprovalServiceServer<executions::Approvals> as tonic::server::NamedService>::NAME,
+];
+
+impl Health {
+    async fn set(&self, status: tonic_health::ServingStatus) {
+        for name in SERVICES {
+            self.0.set_service_status(name, status).await;
+        }
+    }
+
+    pub async fn shutting_down(&self) {
+        self.set(tonic_health::ServingStatus::NotServing).await;
+    }
+}
+
+/// Every gRPC service on one set of routes: the Herald services behind the
+/// auth interceptor, plus health and reflection (v1 and v1alpha: grpcurl
+/// before 1.9, grpcio-reflection, Postman and evans only speak v1alpha), which
+/// need no token.
+pub async fn routes(app: App, verifier: Verifier) -> anyhow::Result<(Routes, Health)> {
     let auth = interceptor(verifier);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<proto::task_service_server::TaskServiceServer<tasks::Tasks>>().await;
-    health_reporter.set_serving::<proto::agent_service_server::AgentServiceServer<agents::Agents>>().await;
-    health_reporter.set_serving::<proto::event_service_server::EventServiceServer<events::Events>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health(health_reporter);
+    health.set(tonic_health::ServingStatus::Serving).await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let app = Arc::new(app);
-    Ok(Routes::new(health)
-        .add_service(reflection)
+    let routes = Routes::new(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(proto::task_service_server::TaskServiceServer::with_interceptor(
             tasks::Tasks(app.clone()),
             auth.clone(),
@@ -77,7 +109,8 @@ pub async fn routes(app: App, verifier: Verifier) -> anyhow::Result<Routes> {
         .add_service(proto::approval_service_server::ApprovalServiceServer::with_interceptor(
             executions::Approvals(app),
             auth,
-        )))
+        ));
+    Ok((routes, health))
 }
 
 /// Streams a subscription into a bounded channel until the client goes away,

@@ -140,6 +140,12 @@ impl TestApp {
         Self::start(config, dir).await
     }
 
+    /// Starts a graceful shutdown; the future finishes it.
+    pub fn begin_shutdown(self) -> impl std::future::Future<Output = ()> {
+        self.shutdown.cancel();
+        self.stop()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.handle)

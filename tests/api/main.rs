@@ -14,4 +14,5 @@ mod http;
 mod resume;
 mod seed000;
 mod tasks;
+mod tooling;
 mod watch;
