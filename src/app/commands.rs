@@ -279,7 +279,16 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
         Command::RequestApproval { id, execution_id, request } => {
             let mut e = uow.execution(tenant, &execution_id).await?;
             // An executor that restarted asks again: it gets the same approval.
+            // The same key for a different request is refused, never answered
+            // with another request's (maybe approved) approval.
             if let Some(existing) = uow.approval_for_call(&execution_id, &request.tool_call_id).await? {
+                if !existing.same_request(&request) {
+                    return Err(AppError::AlreadyExists(format!(
+                        "tool_call_id '{}' of execution {execution_id} already names approval {} for '{}' \
+                         with other arguments; use a new tool_call_id for a new request",
+                        request.tool_call_id, existing.id, existing.action
+                    )));
+                }
                 return Ok(Outcome::Approval(existing));
             }
             e.approval_requested(now)?;
@@ -324,6 +333,9 @@ async fn decide(
     now: DateTime<Utc>,
 ) -> AppResult<Outcome> {
     let mut a = uow.approval(&actor.tenant, approval_id).await?;
+    if a.is_repeat(kind, &arguments, &message, &actor.subject) {
+        return Ok(Outcome::Approval(a));
+    }
     let mut e = uow.execution(&actor.tenant, &a.execution_id).await?;
     if e.status.is_terminal() && a.is_pending() {
         return Err(AppError::precondition(format!(

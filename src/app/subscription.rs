@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::domain::{Actor, AppError, AppResult, Channel, Task};
+use crate::domain::{Actor, AppError, AppResult, Channel, Execution, Task};
 use crate::hub::{CloseReason, Delivery, Next, Subscriber};
 use crate::storage::Store;
 
@@ -74,21 +74,51 @@ impl Subscription {
         self.replays.retain(|r| !r.channels.is_empty());
     }
 
-    /// The last seq stored now. Called after `add`, everything later reaches
-    /// this subscription live.
-    pub async fn current_seq(&self) -> AppResult<u64> {
-        self.store.last_seq().await
+    /// Subscribes to `channels` live, without a cursor, and returns the seq
+    /// live delivery starts after: the last seq stored once the hub has this
+    /// subscription. Nothing at or below it is delivered later (an event
+    /// committed before but published after, or late from another node).
+    pub async fn add_live(&mut self, channels: Vec<Channel>) -> AppResult<u64> {
+        let names: Vec<String> = channels.iter().map(Channel::to_string).collect();
+        self.add(channels, None);
+        let seq = self.store.last_seq().await?;
+        for name in names {
+            if let Some(hw) = self.high_water.get_mut(&name) {
+                *hw = (*hw).max(seq);
+            }
+        }
+        Ok(seq)
     }
 
     /// Subscribes to a task's channel and returns its current state; later
     /// deliveries start after that state.
     pub async fn add_task_snapshot(&mut self, task_id: &str) -> AppResult<Task> {
-        let ch = Channel::Task(task_id.to_string());
+        let (store, tenant) = (self.store.clone(), self.tenant.clone());
+        let read = async move { store.task(&tenant, task_id).await };
+        self.add_snapshot(Channel::Task(task_id.to_string()), read, |t| t.last_seq).await
+    }
+
+    /// Subscribes to an execution's channel and returns its current state;
+    /// later deliveries start after that state.
+    pub async fn add_execution_snapshot(&mut self, execution_id: &str) -> AppResult<Execution> {
+        let (store, tenant) = (self.store.clone(), self.tenant.clone());
+        let read = async move { store.execution(&tenant, execution_id).await };
+        self.add_snapshot(Channel::Execution(execution_id.to_string()), read, |e| e.last_seq).await
+    }
+
+    /// Registers first, then reads the state: every later change is either in
+    /// the state read or delivered after it.
+    async fn add_snapshot<T>(
+        &mut self,
+        ch: Channel,
+        read: impl std::future::Future<Output = AppResult<T>>,
+        last_seq: fn(&T) -> u64,
+    ) -> AppResult<T> {
         self.add(vec![ch.clone()], None);
-        match self.store.task(&self.tenant, task_id).await {
-            Ok(task) => {
-                self.high_water.insert(ch.to_string(), task.last_seq);
-                Ok(task)
+        match read.await {
+            Ok(state) => {
+                self.high_water.insert(ch.to_string(), last_seq(&state));
+                Ok(state)
             }
             Err(e) => {
                 self.remove(&ch);

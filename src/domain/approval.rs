@@ -55,7 +55,7 @@ pub struct Decision {
     pub by_deadline: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Approval {
     pub id: String,
     pub tenant: String,
@@ -84,7 +84,53 @@ pub struct ApprovalRequest {
     pub deadline_decision: Option<DecisionKind>,
 }
 
+/// The JSON form: every field, plus `status` (`pending` or `decided`) as gRPC has it.
+impl Serialize for Approval {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Approval", 15)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("tenant", &self.tenant)?;
+        st.serialize_field("execution_id", &self.execution_id)?;
+        st.serialize_field("tool_call_id", &self.tool_call_id)?;
+        st.serialize_field("action", &self.action)?;
+        st.serialize_field("arguments", &self.arguments)?;
+        st.serialize_field("allowed_decisions", &self.allowed_decisions)?;
+        st.serialize_field("arguments_schema", &self.arguments_schema)?;
+        st.serialize_field("deadline", &self.deadline)?;
+        st.serialize_field("deadline_decision", &self.deadline_decision)?;
+        st.serialize_field("status", self.status())?;
+        st.serialize_field("requested_by", &self.requested_by)?;
+        st.serialize_field("requested_at", &self.requested_at)?;
+        st.serialize_field("decision", &self.decision)?;
+        st.serialize_field("last_seq", &self.last_seq)?;
+        st.end()
+    }
+}
+
 impl Approval {
+    /// `pending` until decided, then `decided` (gRPC's `ApprovalStatus`).
+    pub fn status(&self) -> &'static str {
+        if self.is_pending() { "pending" } else { "decided" }
+    }
+
+    /// Whether a request under this approval's tool call id asks the same
+    /// thing (a retry): the same action with the same arguments.
+    pub fn same_request(&self, req: &ApprovalRequest) -> bool {
+        self.action == req.action && self.arguments == req.arguments
+    }
+
+    /// Whether `by` already made exactly this decision (a retry after a lost
+    /// reply): it is answered with the decided approval, not refused.
+    pub fn is_repeat(&self, kind: DecisionKind, arguments: &Option<Value>, message: &str, by: &str) -> bool {
+        let Some(d) = &self.decision else { return false };
+        let same_arguments = match kind {
+            DecisionKind::Edit => arguments.as_ref() == Some(&d.arguments),
+            _ => arguments.is_none() || arguments.as_ref() == Some(&d.arguments),
+        };
+        !d.by_deadline && d.decided_by == by && d.kind == kind && d.message == message && same_arguments
+    }
+
     pub fn request(
         id: String,
         execution_id: &str,

@@ -11,6 +11,9 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A key (a tool call id, an idempotency key) already names something else.
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -44,6 +47,7 @@ impl AppError {
             Self::InvalidArgument(_) => "invalid_argument",
             Self::NotFound(_) => "not_found",
             Self::FailedPrecondition(_) => "failed_precondition",
+            Self::AlreadyExists(_) => "already_exists",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission_denied",
             Self::ResourceExhausted(_) => "resource_exhausted",

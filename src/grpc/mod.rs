@@ -27,6 +27,7 @@ impl From<AppError> for Status {
             AppError::InvalidArgument(_) => Status::invalid_argument(msg),
             AppError::NotFound(_) => Status::not_found(msg),
             AppError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            AppError::AlreadyExists(_) => Status::already_exists(msg),
             AppError::Unauthenticated(_) => Status::unauthenticated(msg),
             AppError::PermissionDenied(_) => Status::permission_denied(msg),
             AppError::ResourceExhausted(_) => Status::resource_exhausted(msg),

@@ -23,7 +23,7 @@ impl IntoResponse for AppError {
         let status = match &self {
             AppError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            AppError::FailedPrecondition(_) | AppError::AlreadyExists(_) => StatusCode::CONFLICT,
             AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             AppError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             AppError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -7,7 +7,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::{AppError, Event, Task};
+use crate::domain::{AppError, Event};
 use crate::hub::Delivery;
 
 /// Close codes the bridge uses (also in README.md).
@@ -138,10 +138,11 @@ pub fn event_frame(d: &Delivery) -> Utf8Bytes {
     d.encoded(|d| Utf8Bytes::from(event_value(&d.event, &d.channel).to_string()))
 }
 
-/// Sent after `subscribed` when a client joins a task's channel without a
-/// cursor: the task as stored; events with a greater seq follow.
-pub fn snapshot_frame(channel: &str, task: &Task) -> String {
-    json!({ "type": "task_snapshot", "seq": task.last_seq, "channel": channel, "data": task }).to_string()
+/// Sent after `subscribed` when a client joins a task's (`task_snapshot`) or
+/// an execution's (`execution_snapshot`) channel without a cursor: the state
+/// as stored; events with a greater seq follow.
+pub fn snapshot_frame(kind: &str, channel: &str, seq: u64, state: &impl serde::Serialize) -> String {
+    json!({ "type": kind, "seq": seq, "channel": channel, "data": state }).to_string()
 }
 
 #[cfg(test)]

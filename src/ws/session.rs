@@ -303,19 +303,25 @@ async fn subscribe(
     }
     let snapshot = match (&channel, after) {
         (Channel::Task(id), None) => match sub.add_task_snapshot(id).await {
-            Ok(task) => Some(snapshot_frame(&name, &task)),
+            Ok(task) => Some(snapshot_frame("task_snapshot", &name, task.last_seq, &task)),
             Err(e) => return send(socket, Message::Text(error_frame(&e).into())).await,
         },
-        _ => {
-            sub.add(vec![channel], after);
-            if after.is_none() {
-                // Live from here: a client that drops before any event of
-                // this channel resumes exactly with this as its cursor.
-                match sub.current_seq().await {
-                    Ok(seq) => reply["seq"] = seq.into(),
-                    Err(e) => e.log_if_internal(),
-                }
+        (Channel::Execution(id), None) => match sub.add_execution_snapshot(id).await {
+            Ok(e) => Some(snapshot_frame("execution_snapshot", &name, e.last_seq, &e)),
+            Err(e) => return send(socket, Message::Text(error_frame(&e).into())).await,
+        },
+        (_, None) => {
+            // Live from here: a client that drops before any event of this
+            // channel resumes exactly with this as its cursor, and nothing at
+            // or below it is delivered.
+            match sub.add_live(vec![channel]).await {
+                Ok(seq) => reply["seq"] = seq.into(),
+                Err(e) => e.log_if_internal(),
             }
+            None
+        }
+        (_, Some(_)) => {
+            sub.add(vec![channel], after);
             None
         }
     };

@@ -15,16 +15,16 @@ use crate::on_both_backends;
 
 on_both_backends!(the_seed_002_loop_with_an_edit, restart_with_a_pending_approval);
 
-type Commands = tonic::Streaming<pb::ExecutorCommand>;
+pub(crate) type Commands = tonic::Streaming<pb::ExecutorCommand>;
 
 /// An executor of agent "writer", attached with an agent token.
-struct Executor {
-    client: herald::proto::executor_service_client::ExecutorServiceClient<crate::helpers::Authed>,
-    commands: Commands,
+pub(crate) struct Executor {
+    pub(crate) client: herald::proto::executor_service_client::ExecutorServiceClient<crate::helpers::Authed>,
+    pub(crate) commands: Commands,
 }
 
 impl Executor {
-    async fn attach(app: &TestApp, token: &str) -> Self {
+    pub(crate) async fn attach(app: &TestApp, token: &str) -> Self {
         let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
         app.agents(token).register_agent(reg).await.unwrap();
         let mut client = app.executors(token);
@@ -34,7 +34,7 @@ impl Executor {
     }
 
     /// Starts an execution of "writer" over gRPC and takes its EXECUTE command.
-    async fn run(&mut self, app: &TestApp, token: &str) -> String {
+    pub(crate) async fn run(&mut self, app: &TestApp, token: &str) -> String {
         let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
         let id = app.executions(token).execute(req).await.unwrap().into_inner().id;
         let Cmd::Execute(cmd) = self.command().await else { panic!("execute") };
@@ -42,16 +42,20 @@ impl Executor {
         id
     }
 
-    async fn command(&mut self) -> Cmd {
+    pub(crate) async fn command(&mut self) -> Cmd {
         next(&mut self.commands).await.command.expect("a command")
     }
 
-    async fn report(&mut self, execution_id: &str, event: Ev) -> pb::Execution {
+    pub(crate) async fn report(&mut self, execution_id: &str, event: Ev) -> pb::Execution {
         let req = pb::ReportEventRequest { execution_id: execution_id.into(), event: Some(event) };
         self.client.report_event(req).await.unwrap().into_inner()
     }
 
-    async fn ask(&mut self, execution_id: &str, deadline: Option<prost_types::Timestamp>) -> pb::Approval {
+    pub(crate) async fn ask(
+        &mut self,
+        execution_id: &str,
+        deadline: Option<prost_types::Timestamp>,
+    ) -> pb::Approval {
         let req = pb::RequestApprovalRequest {
             execution_id: execution_id.into(),
             tool_call_id: "call-1".into(),
@@ -73,12 +77,12 @@ impl Executor {
     }
 }
 
-fn tokens(app: &TestApp) -> (String, String) {
+pub(crate) fn tokens(app: &TestApp) -> (String, String) {
     (app.token("exec-1", &[Role::Agent], None), app.token("alice", &[Role::Approver], None))
 }
 
 /// Receives frames until one of `ty`, checking the types on the way.
-async fn expect(ws: &mut Ws, types: &[&str]) -> Vec<Value> {
+pub(crate) async fn expect(ws: &mut Ws, types: &[&str]) -> Vec<Value> {
     let mut frames = Vec::new();
     for ty in types {
         let f = ws.recv().await;

@@ -11,6 +11,7 @@ mod compat;
 mod helpers;
 mod hitl;
 mod http;
+mod reliability;
 mod resume;
 mod seed000;
 mod tasks;

@@ -1,0 +1,149 @@
+//! Promises kept under failure and retries (issue 11, items 16–27): executor
+//! sessions across restarts, approval idempotency, snapshots, live delivery
+//! strictly after the announced seq, single-writer locks.
+
+use std::time::Duration;
+
+use herald::domain::Role;
+use herald::proto::{self as pb, executor_command::Command as Cmd, report_event_request::Event as Ev};
+use serde_json::json;
+use tonic::Code;
+
+use crate::helpers::{Api, Backend, TestApp, Ws};
+use crate::hitl::{Executor, expect, tokens};
+use crate::on_both_backends;
+
+on_both_backends!(approval_requests_and_decisions_are_idempotent);
+
+async fn approval_requests_and_decisions_are_idempotent(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let id = exec.run(&app, &agent).await;
+    let asked = exec.ask(&id, None).await;
+    let api = Api::new(&app, &approver);
+
+    // Approval JSON over HTTP says whether it is decided, as gRPC does.
+    let (code, a) = api.get(&format!("/approvals/{}", asked.id)).await;
+    assert_eq!((code, a["status"].as_str()), (200, Some("pending")), "{a}");
+
+    let decide = json!({ "decision": "approve", "message": "ok" });
+    let (code, first) = api.post(&format!("/approvals/{}/decide", asked.id), decide.clone()).await;
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(first["status"], "decided");
+    // The same approver retrying the same decision (its reply was lost) gets
+    // the decided approval, not a conflict.
+    let (code, again) = api.post(&format!("/approvals/{}/decide", asked.id), decide).await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["decision"], first["decision"]);
+    let mut grpc = app.approvals(&approver);
+    let retry = pb::DecideRequest {
+        approval_id: asked.id.clone(),
+        kind: pb::DecisionKind::Approve.into(),
+        message: "ok".into(),
+        ..Default::default()
+    };
+    let same = grpc.decide(retry).await.expect("an identical retry over gRPC").into_inner();
+    assert_eq!(same.decision.unwrap().decided_by, "alice");
+    // A different decision, or another person, is still refused.
+    let reject = json!({ "decision": "reject", "message": "no" });
+    let (code, body) = api.post(&format!("/approvals/{}/decide", asked.id), reject).await;
+    assert_eq!(code, 409, "{body}");
+    let bob = Api::new(&app, &app.token("bob", &[Role::Approver], None));
+    let (code, _) = bob
+        .post(&format!("/approvals/{}/decide", asked.id), json!({ "decision": "approve", "message": "ok" }))
+        .await;
+    assert_eq!(code, 409);
+    // Exactly one decision reached the executor and the log.
+    let Cmd::Decision(d) = exec.command().await else { panic!("decision") };
+    assert_eq!(d.approval_id, asked.id);
+    crate::helpers::assert_quiet(&mut exec.commands).await;
+
+    // The same tool call id asking the same thing again: the same approval.
+    let same = exec.ask(&id, None).await;
+    assert_eq!((same.id.as_str(), same.status), (asked.id.as_str(), pb::ApprovalStatus::Decided.into()));
+    // The same key for another request is refused, naming the key: it must
+    // never come back approved.
+    let other = pb::RequestApprovalRequest {
+        execution_id: id.clone(),
+        tool_call_id: "call-1".into(),
+        action: "delete_all_invoices".into(),
+        arguments: "{}".into(),
+        ..Default::default()
+    };
+    let err = exec.client.request_approval(other).await.expect_err("another request under call-1");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains("call-1"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_channel_without_a_cursor_starts_with_a_snapshot() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let id = exec.run(&app, &agent).await;
+    exec.report(&id, Ev::Thinking(pb::Thinking { text: "hmm".into() })).await;
+    let stored = app
+        .executions(&approver)
+        .get_execution(pb::GetExecutionRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut ws = Ws::connect(&app, &approver).await;
+    ws.send(json!({ "type": "subscribe", "channel": format!("execution:{id}") })).await;
+    let frames = expect(&mut ws, &["subscribed", "execution_snapshot"]).await;
+    let snap = &frames[1];
+    assert_eq!(snap["channel"], format!("execution:{id}"));
+    assert_eq!(snap["seq"], stored.last_seq);
+    assert_eq!(
+        (snap["data"]["id"].as_str(), snap["data"]["status"].as_str()),
+        (Some(id.as_str()), Some("running"))
+    );
+    // Then only what happens after the snapshot.
+    exec.report(&id, Ev::MessageDelta(pb::MessageDelta { text: "hello".into() })).await;
+    let next = ws.recv().await;
+    assert_eq!(next["type"], "message_delta", "{next}");
+    assert!(next["seq"].as_u64().unwrap() > stored.last_seq);
+}
+
+/// Subscribes without a cursor many times while reports are being committed:
+/// the first event after `subscribed` is always past its announced `seq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_delivery_starts_strictly_after_the_announced_seq() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let token = app.admin();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let mut tasks = app.tasks(&token);
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let id = tasks.create_task(crate::tasks::create(&format!("t{w}"))).await.unwrap().into_inner().id;
+            tasks.start_task(pb::StartTaskRequest { id: id.clone() }).await.unwrap();
+            let mut n = 0u32;
+            while !stop.is_cancelled() {
+                tasks.report_progress(crate::tasks::progress(&id, n % 99)).await.unwrap();
+                n += 1;
+            }
+        }));
+    }
+    let mut early = Vec::new();
+    for _ in 0..40 {
+        let mut ws = Ws::connect(&app, &token).await;
+        ws.send(json!({ "type": "subscribe", "channel": "task_updates" })).await;
+        let reply = ws.recv().await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        let announced = reply["seq"].as_u64().expect("a live start seq");
+        let first = ws.recv().await;
+        let seq = first["seq"].as_u64().expect("an event");
+        if seq <= announced {
+            early.push((announced, seq));
+        }
+    }
+    stop.cancel();
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(10), w).await.expect("writers stop").unwrap();
+    }
+    assert!(early.is_empty(), "events at or below the announced seq were delivered: {early:?}");
+}
