@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Background};
 use crate::config::Config;
-use crate::storage::Store;
+use crate::storage::{Store, WriterLock};
 use crate::ws::{self, WsState};
 use crate::{auth, grpc, http};
 
@@ -25,6 +25,8 @@ pub struct Herald {
     health: grpc::Health,
     background: Background,
     shutdown: CancellationToken,
+    /// A lone node's claim to be the database's only writer (none in a cluster).
+    writer_lock: Option<WriterLock>,
 }
 
 /// How long shutdown waits for WebSocket sessions to send their 1012 close.
@@ -37,6 +39,11 @@ impl Herald {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("creating {}", config.data_dir.display()))?;
         }
+        // A lone node must be the only writer: refuse to start beside another.
+        let writer_lock = match &config.app.cluster {
+            Some(_) => None,
+            None => WriterLock::acquire(&config.database_url).await?,
+        };
         let store = Store::connect(&config.database_url, config.db_pool_size)
             .await
             .context("opening the database")?;
@@ -50,7 +57,16 @@ impl Herald {
             .fallback(http::not_found);
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-        Ok(Self { listener, router, app, ws, health, background, shutdown: CancellationToken::new() })
+        Ok(Self {
+            listener,
+            router,
+            app,
+            ws,
+            health,
+            background,
+            shutdown: CancellationToken::new(),
+            writer_lock,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -65,7 +81,7 @@ impl Herald {
     /// Serves until the shutdown token is cancelled, then ends every stream,
     /// lets requests in flight finish, and stores what the writer has queued.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { listener, router, app, ws, health, background, shutdown } = self;
+        let Self { listener, router, app, ws, health, background, shutdown, writer_lock } = self;
         tracing::info!(addr = %listener.local_addr()?, "herald listening");
         let signal = {
             let shutdown = shutdown.clone();
@@ -91,6 +107,7 @@ impl Herald {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         background.stop().await;
+        drop(writer_lock);
         tracing::info!("herald stopped");
         Ok(())
     }

@@ -66,15 +66,20 @@ pub enum Command {
     DetachExecutor {
         executor: String,
     },
-    /// Detaches executions whose executor's node is not among `alive` (a
-    /// node that stopped, or this node's previous life).
+    /// Detaches executions whose executor's node instance is not among
+    /// `alive` (a node that stopped, or this node's previous boot).
     DetachDeadNodes {
         alive: Vec<String>,
     },
-    /// This node's heartbeat. Through the writer like every write: on SQLite a
-    /// second writer would make the writer's transactions fail with BUSY.
+    /// This node's heartbeat, under its instance id (`{node_id}/{boot id}`).
+    /// Through the writer like every write: on SQLite a second writer would
+    /// make the writer's transactions fail with BUSY. At start-up
+    /// (`retire_others`) the rows of earlier boots of the same node id go: a
+    /// process restarted with a fixed `HERALD_NODE_ID` must not keep its
+    /// predecessor's executor sessions looking alive.
     TouchNode {
-        node_id: String,
+        instance: String,
+        retire_others: bool,
     },
     Report {
         execution_id: String,
@@ -240,13 +245,14 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
             }
             Ok(Outcome::Done)
         }
-        Command::TouchNode { node_id } => {
-            uow.touch_node(&node_id, now).await?;
+        Command::TouchNode { instance, retire_others } => {
+            uow.touch_node(&instance, retire_others, now).await?;
             Ok(Outcome::Done)
         }
         Command::DetachDeadNodes { alive } => {
             for e in uow.attached_executions().await? {
-                let node = e.executor.as_deref().and_then(|x| x.split_once('/')).map(|(n, _)| n);
+                // `{node_id}/{boot id}/{session}`: the instance is all but the last part.
+                let node = e.executor.as_deref().and_then(|x| x.rsplit_once('/')).map(|(n, _)| n);
                 if !node.is_some_and(|n| alive.iter().any(|a| a == n)) {
                     detach(uow, e, now);
                 }

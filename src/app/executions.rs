@@ -73,8 +73,9 @@ impl App {
         self.store.agent(&actor.tenant, agent_id).await.map_err(|_| {
             AppError::not_found(format!("agent {agent_id} not found; register it before attaching"))
         })?;
-        // The node prefix lets other nodes tell when this one has stopped.
-        let id = format!("{}/{}", self.settings.node_id, uuid::Uuid::new_v4());
+        // The instance prefix (node id and boot id) lets other nodes, and
+        // this node's next boot, tell when this process has stopped.
+        let id = format!("{}/{}", self.instance, uuid::Uuid::new_v4());
         let commands = self.dispatcher.register(&id, &actor.tenant, agent_id);
         let cmd = Command::AttachExecutor { agent_id: agent_id.into(), executor: id.clone() };
         let claimed = match self.writer.submit(actor, cmd).await {

@@ -58,6 +58,10 @@ pub struct App {
     writer: Writer,
     dispatcher: Arc<dispatch::Dispatcher>,
     settings: Arc<AppSettings>,
+    /// `{node_id}/{boot id}`: this process. Executor sessions carry it, so a
+    /// restart with the same node id still tells this boot's sessions from
+    /// the previous one's.
+    instance: Arc<str>,
 }
 
 /// Background work started with the app; `stop` ends it after the writer has
@@ -89,9 +93,10 @@ pub fn page_size(limit: u32) -> u64 {
 
 impl App {
     /// Starts the writer, the cluster link (with Redis), the executor
-    /// dispatcher and the sweeper. Executions whose executor's node is gone
-    /// (on a single node: this node's previous life) become `detached`: their
-    /// executors have the grace period to re-attach.
+    /// dispatcher and the sweeper. Executions whose executor's node instance
+    /// is gone (a node that stopped, or an earlier boot of this node, also
+    /// with the same `HERALD_NODE_ID`) become `detached`: their executors
+    /// have the grace period to re-attach.
     pub async fn start(store: Store, settings: AppSettings) -> anyhow::Result<(Self, Background)> {
         let hub = Hub::new();
         let stop = CancellationToken::new();
@@ -112,12 +117,13 @@ impl App {
         let (writer, writer_task) = Writer::start(store.clone(), fanout, settings.write_batch, stop.clone());
         tasks.push(writer_task);
         let dispatcher = Arc::new(dispatch::Dispatcher::default());
-        let app = Self { store, hub, cluster, writer, dispatcher, settings: Arc::new(settings) };
-        let touch = Command::TouchNode { node_id: app.settings.node_id.clone() };
+        let instance: Arc<str> = format!("{}/{}", settings.node_id, uuid::Uuid::new_v4().simple()).into();
+        let app = Self { store, hub, cluster, writer, dispatcher, settings: Arc::new(settings), instance };
+        let touch = Command::TouchNode { instance: app.instance.to_string(), retire_others: true };
         app.writer.submit(&Actor::system(""), touch).await?;
         let alive = match app.cluster {
             Some(_) => app.store.live_nodes(sweeper::ago(app.settings.node_timeout)).await?,
-            None => vec![app.settings.node_id.clone()],
+            None => vec![app.instance.to_string()],
         };
         app.writer.submit(&Actor::system(""), Command::DetachDeadNodes { alive }).await?;
         tasks.push(tokio::spawn(dispatch::run(app.clone(), app.hub.tap(), stop.clone())));

@@ -46,7 +46,7 @@ pub(super) fn ago(d: std::time::Duration) -> chrono::DateTime<Utc> {
 
 async fn sweep(app: &App) -> Result<(), AppError> {
     let s = &app.settings;
-    submit(app, "", Command::TouchNode { node_id: s.node_id.clone() }).await?;
+    submit(app, "", Command::TouchNode { instance: app.instance.to_string(), retire_others: false }).await?;
     if app.cluster.is_some() {
         let alive = app.store.live_nodes(ago(s.node_timeout)).await?;
         submit(app, "", Command::DetachDeadNodes { alive }).await?;

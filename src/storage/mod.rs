@@ -4,6 +4,7 @@
 
 mod convert;
 pub mod entities;
+mod lock;
 mod migration;
 mod unit;
 
@@ -18,6 +19,7 @@ use sea_orm_migration::MigratorTrait;
 
 pub use convert::{millis, time};
 use entities::{agent, approval, event, execution, task};
+pub use lock::WriterLock;
 pub use unit::{Committed, KnownTasks, UnitOfWork};
 
 use crate::domain::channel::ChannelFilter;

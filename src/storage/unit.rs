@@ -268,18 +268,36 @@ impl UnitOfWork {
         self.approvals.put(a.id.clone(), a, is_new);
     }
 
-    /// Records that a node is alive (written now, committed with the rest).
-    pub async fn touch_node(&mut self, node_id: &str, now: chrono::DateTime<chrono::Utc>) -> AppResult<()> {
+    /// Records that a node instance (`{node_id}/{boot id}`) is alive (written
+    /// now, committed with the rest); with `retire_others`, forgets the other
+    /// instances of the same node id: earlier boots of this node.
+    pub async fn touch_node(
+        &mut self,
+        instance: &str,
+        retire_others: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<()> {
         let backend = self.txn.get_database_backend();
-        let sql = match backend {
-            sea_orm::DbBackend::Postgres => {
-                "INSERT INTO nodes (id, last_seen) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2"
-            }
-            _ => {
-                "INSERT INTO nodes (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen"
-            }
+        let pg = backend == sea_orm::DbBackend::Postgres;
+        if retire_others && let Some((node, _)) = instance.rsplit_once('/') {
+            let prefix = format!("{node}/");
+            let sql = if pg {
+                "DELETE FROM nodes WHERE substr(id, 1, $1) = $2 AND id <> $3"
+            } else {
+                "DELETE FROM nodes WHERE substr(id, 1, ?) = ? AND id <> ?"
+            };
+            let values = [(prefix.chars().count() as i32).into(), prefix.into(), instance.into()];
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await
+                .map_err(db_err)?;
+        }
+        let sql = if pg {
+            "INSERT INTO nodes (id, last_seen) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2"
+        } else {
+            "INSERT INTO nodes (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen"
         };
-        let stmt = Statement::from_sql_and_values(backend, sql, [node_id.into(), super::millis(now).into()]);
+        let stmt = Statement::from_sql_and_values(backend, sql, [instance.into(), super::millis(now).into()]);
         self.txn.execute_raw(stmt).await.map_err(db_err)?;
         Ok(())
     }

@@ -147,3 +147,120 @@ async fn live_delivery_starts_strictly_after_the_announced_seq() {
     }
     assert!(early.is_empty(), "events at or below the announced seq were delivered: {early:?}");
 }
+
+on_both_backends!(a_second_lone_writer_refuses_to_start);
+
+/// Two processes on one SQLite directory, or two nodes on one PostgreSQL
+/// database without Redis, would both believe they are the only writer.
+async fn a_second_lone_writer_refuses_to_start(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut config = app.config.clone();
+    config.addr.set_port(0);
+    let err = herald::startup::Herald::build(config).await.err().expect("a second writer is refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("another Herald"), "{msg}");
+    // The first one still works, and releases the lock when it stops: it
+    // starts again on the same database.
+    let app = app.restart().await;
+    let mut tasks = app.tasks(&app.admin());
+    tasks.create_task(crate::tasks::create("still here")).await.expect("the restarted node writes");
+    app.stop().await;
+}
+
+/// A real `herald` process on a fixed address, killed with SIGKILL.
+struct Process {
+    child: tokio::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Process {
+    async fn start(dir: &std::path::Path, addr: std::net::SocketAddr, node_id: &str) -> Self {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("serve")
+            .env("HERALD_ADDR", addr.to_string())
+            .env("HERALD_DATA_DIR", dir)
+            .env("HERALD_JWT_SECRET", crate::helpers::SECRET)
+            .env("HERALD_NODE_ID", node_id)
+            .env("HERALD_LOG", "warn")
+            .env_remove("HERALD_DATABASE_URL")
+            .env_remove("HERALD_REDIS_URL")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("herald starts");
+        let healthz = format!("http://{addr}/healthz");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while reqwest::get(&healthz).await.map(|r| !r.status().is_success()).unwrap_or(true) {
+            assert!(tokio::time::Instant::now() < deadline, "herald answers /healthz within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, addr }
+    }
+
+    async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.expect("dies").unwrap();
+    }
+
+    async fn executor(
+        &self,
+        token: &str,
+    ) -> (crate::hitl::Commands, pb::executor_service_client::ExecutorServiceClient<crate::helpers::Authed>)
+    {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        let bearer = crate::helpers::Bearer(format!("Bearer {token}").parse().unwrap());
+        let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
+        pb::agent_service_client::AgentServiceClient::with_interceptor(channel.clone(), bearer.clone())
+            .register_agent(reg)
+            .await
+            .unwrap();
+        let mut client =
+            pb::executor_service_client::ExecutorServiceClient::with_interceptor(channel, bearer);
+        let commands =
+            client.attach(pb::AttachRequest { agent_id: "writer".into() }).await.unwrap().into_inner();
+        (commands, client)
+    }
+}
+
+/// kill -9 and a restart with the same `HERALD_NODE_ID` (a systemd unit, a
+/// StatefulSet): the running execution must come back to its re-attached
+/// executor, not stay `running` under the dead process's session forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_fixed_node_id_hands_running_executions_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let token = herald::auth::Minter::hs256(crate::helpers::SECRET.as_bytes())
+        .mint("exec-1", &[Role::Agent], None, Duration::from_secs(3600))
+        .unwrap();
+    let first = Process::start(dir.path(), addr, "node-a").await;
+    let (mut commands, mut client) = first.executor(&token).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let bearer = crate::helpers::Bearer(format!("Bearer {token}").parse().unwrap());
+    let mut executions =
+        pb::execution_service_client::ExecutionServiceClient::with_interceptor(channel, bearer);
+    let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
+    let id = executions.execute(req).await.unwrap().into_inner().id;
+    let Cmd::Execute(cmd) = crate::helpers::next(&mut commands).await.command.unwrap() else {
+        panic!("execute")
+    };
+    assert_eq!(cmd.execution_id, id);
+    let req = pb::ReportEventRequest {
+        execution_id: id.clone(),
+        event: Some(Ev::Thinking(pb::Thinking { text: "working".into() })),
+    };
+    client.report_event(req).await.unwrap();
+
+    first.kill9().await;
+    let second = Process::start(dir.path(), addr, "node-a").await;
+    let (mut commands, _client) = second.executor(&token).await;
+    let Cmd::Execute(cmd) = crate::helpers::next(&mut commands).await.command.unwrap() else {
+        panic!("the running execution is offered again")
+    };
+    assert_eq!((cmd.execution_id.as_str(), cmd.resumed), (id.as_str(), true));
+    second.kill9().await;
+}
