@@ -5,7 +5,8 @@ use tokio::sync::mpsc;
 use super::dispatch::ExecutorCommand;
 use super::{App, Command, Outcome, mismatch};
 use crate::domain::{
-    Actor, AppError, AppResult, Approval, ApprovalRequest, DecisionKind, Execution, Permission, Report,
+    Actor, AppError, AppResult, Approval, ApprovalListing, ApprovalRequest, DecisionKind, Execution,
+    Permission, Report,
 };
 
 /// An attached executor: its id and its command stream. Call
@@ -158,7 +159,18 @@ impl App {
     }
 
     pub async fn pending_approvals(&self, actor: &Actor) -> AppResult<Vec<Approval>> {
+        self.approvals(actor, ApprovalListing::Pending, None, crate::app::MAX_PAGE).await
+    }
+
+    /// One listing of the tenant's approvals, optionally of one execution.
+    pub async fn approvals(
+        &self,
+        actor: &Actor,
+        listing: ApprovalListing,
+        execution_id: Option<&str>,
+        limit: u32,
+    ) -> AppResult<Vec<Approval>> {
         actor.require(Permission::Read)?;
-        self.store.pending_approvals(&actor.tenant).await
+        self.store.approvals(&actor.tenant, listing, execution_id, super::page_size(limit)).await
     }
 }

@@ -73,6 +73,29 @@ pub struct Approval {
     pub last_seq: u64,
 }
 
+/// Which approvals a listing returns (`GET /api/v1/approvals?status=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApprovalListing {
+    /// Waiting for a decision, of executions still running: oldest first.
+    #[default]
+    Pending,
+    /// Decided (by a person or a deadline): most recently decided first.
+    Decided,
+    /// Every approval: most recently requested first.
+    All,
+}
+
+impl ApprovalListing {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "decided" => Some(Self::Decided),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApprovalRequest {
     pub tool_call_id: String,

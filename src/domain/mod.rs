@@ -13,7 +13,7 @@ pub mod task;
 
 pub use actor::{Actor, Permission, Role};
 pub use agent::{Agent, AgentRegistration, AgentStatus};
-pub use approval::{Approval, ApprovalRequest, Decision, DecisionKind};
+pub use approval::{Approval, ApprovalListing, ApprovalRequest, Decision, DecisionKind};
 pub use channel::Channel;
 pub use error::{AppError, AppResult};
 pub use event::{Event, EventPayload, NewEvent, ProgressEntry};

@@ -9,14 +9,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{ApiResult, ApiState, Body, Caller, ok};
-use crate::domain::{AppError, DecisionKind, ExecutionStatus};
+use crate::domain::{AppError, ApprovalListing, DecisionKind, ExecutionStatus};
 
 pub fn routes(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/executions", post(execute).get(list_executions))
         .route("/api/v1/executions/{id}", get(get_execution))
         .route("/api/v1/executions/{id}/cancel", post(cancel))
-        .route("/api/v1/approvals", get(pending))
+        .route("/api/v1/approvals", get(list_approvals))
         .route("/api/v1/approvals/{id}", get(get_approval))
         .route("/api/v1/approvals/{id}/decide", post(decide))
         .with_state(state)
@@ -81,8 +81,31 @@ async fn cancel(
     ok(s.app.cancel_execution(&a, &id, reason).await?)
 }
 
-async fn pending(State(s): State<ApiState>, Caller(a): Caller) -> ApiResult {
-    ok(json!({ "approvals": s.app.pending_approvals(&a).await? }))
+/// Unknown parameters are refused: a filter silently ignored returns the
+/// wrong list, which looks like an answer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsQuery {
+    status: Option<String>,
+    execution_id: Option<String>,
+    #[serde(default)]
+    limit: u32,
+}
+
+async fn list_approvals(
+    State(s): State<ApiState>,
+    Caller(a): Caller,
+    q: Result<Query<ApprovalsQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = q?;
+    let listing = match q.status.as_deref() {
+        None => ApprovalListing::Pending,
+        Some(st) => ApprovalListing::parse(st).ok_or_else(|| {
+            AppError::invalid(format!("unknown status '{st}': use pending, decided or all"))
+        })?,
+    };
+    let execution_id = q.execution_id.as_deref().filter(|id| !id.is_empty());
+    ok(json!({ "approvals": s.app.approvals(&a, listing, execution_id, q.limit).await? }))
 }
 
 async fn get_approval(State(s): State<ApiState>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult {

@@ -24,7 +24,8 @@ pub use unit::{Committed, KnownTasks, UnitOfWork};
 
 use crate::domain::channel::ChannelFilter;
 use crate::domain::{
-    Agent, AppError, AppResult, Approval, Channel, Event, Execution, ProgressEntry, Task, TaskStatus,
+    Agent, AppError, AppResult, Approval, ApprovalListing, Channel, Event, Execution, ProgressEntry, Task,
+    TaskStatus,
 };
 
 /// Execution statuses after which nothing more happens.
@@ -257,16 +258,27 @@ impl Store {
         rows.into_iter().map(convert::approval_from_row).collect()
     }
 
-    pub async fn pending_approvals(&self, tenant: &str) -> AppResult<Vec<Approval>> {
-        let rows = approval::Entity::find()
-            .filter(approval::Column::Tenant.eq(tenant))
-            .filter(approval::Column::DecidedAt.is_null())
-            .filter(of_running_execution())
-            .order_by_asc(approval::Column::RequestedAt)
-            .limit(1000)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?;
+    /// The tenant's approvals of one listing, optionally of one execution.
+    pub async fn approvals(
+        &self,
+        tenant: &str,
+        listing: ApprovalListing,
+        execution_id: Option<&str>,
+        limit: u64,
+    ) -> AppResult<Vec<Approval>> {
+        use approval::Column as C;
+        let mut q = approval::Entity::find().filter(C::Tenant.eq(tenant));
+        if let Some(id) = execution_id {
+            q = q.filter(C::ExecutionId.eq(id));
+        }
+        q = match listing {
+            ApprovalListing::Pending => {
+                q.filter(C::DecidedAt.is_null()).filter(of_running_execution()).order_by_asc(C::RequestedAt)
+            }
+            ApprovalListing::Decided => q.filter(C::DecidedAt.is_not_null()).order_by_desc(C::DecidedAt),
+            ApprovalListing::All => q.order_by_desc(C::RequestedAt),
+        };
+        let rows = q.order_by_asc(C::Id).limit(limit).all(&self.db).await.map_err(db_err)?;
         rows.into_iter().map(convert::approval_from_row).collect()
     }
 

@@ -13,7 +13,11 @@ use tonic::Code;
 use crate::helpers::{Api, Backend, TestApp, Ws, next};
 use crate::on_both_backends;
 
-on_both_backends!(the_seed_002_loop_with_an_edit, restart_with_a_pending_approval);
+on_both_backends!(
+    the_seed_002_loop_with_an_edit,
+    restart_with_a_pending_approval,
+    approvals_are_listed_by_status_and_execution
+);
 
 pub(crate) type Commands = tonic::Streaming<pb::ExecutorCommand>;
 
@@ -549,4 +553,67 @@ async fn the_example_executor_completes_an_approved_execution() {
     let Some(pb::event::Payload::ExecutionEvent(data)) = &result.payload else { panic!("execution event") };
     assert!(data.data.contains("boss@example.com"), "the edited arguments were used: {}", data.data);
     child.kill().await.unwrap();
+}
+
+/// `GET /api/v1/approvals` filters by status (pending, decided, all) and by
+/// execution; a filter it does not know is a 400, never silently ignored.
+async fn approvals_are_listed_by_status_and_execution(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let (first, second) = (exec.run(&app, &agent).await, exec.run(&app, &agent).await);
+    let ask = |execution: &str, call: &str| {
+        let req = pb::RequestApprovalRequest {
+            execution_id: execution.into(),
+            tool_call_id: call.into(),
+            action: "send_email".into(),
+            arguments: json!({ "call": call }).to_string(),
+            ..Default::default()
+        };
+        let mut client = exec.client.clone();
+        async move { client.request_approval(req).await.unwrap().into_inner().id }
+    };
+    let decided = ask(&first, "a1").await;
+    let waiting = ask(&first, "a2").await;
+    let other = ask(&second, "b1").await;
+    let api = Api::new(&app, &approver);
+    let (status, _) = api.post(&format!("/approvals/{decided}/decide"), json!({ "decision": "approve" })).await;
+    assert_eq!(status, 200);
+
+    let ids = |body: &Value| -> Vec<String> {
+        body["approvals"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect()
+    };
+    let list = |query: &str| {
+        let api = &api;
+        let path = format!("/approvals{query}");
+        async move {
+            let (status, body) = api.get(&path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body
+        }
+    };
+    assert_eq!(ids(&list("").await), [waiting.clone(), other.clone()], "pending by default, oldest first");
+    assert_eq!(ids(&list("?status=pending").await), [waiting.clone(), other.clone()]);
+    assert_eq!(ids(&list(&format!("?execution_id={first}")).await), [waiting.clone()]);
+    assert_eq!(ids(&list(&format!("?execution_id={second}&status=pending")).await), [other.clone()]);
+    let history = list("?status=decided").await;
+    assert_eq!(ids(&history), [decided.clone()]);
+    assert_eq!(history["approvals"][0]["decision"]["decided_by"], "alice");
+    assert_eq!(history["approvals"][0]["decision"]["kind"], "approve");
+    assert!(ids(&list(&format!("?status=decided&execution_id={second}")).await).is_empty());
+    let all = list(&format!("?status=all&execution_id={first}")).await;
+    assert_eq!(ids(&all), [waiting.clone(), decided.clone()], "newest request first");
+    assert_eq!(ids(&list("?status=all").await).len(), 3);
+    assert_eq!(ids(&list("?status=all&limit=1").await).len(), 1);
+    let outsider = Api::new(&app, &app.token("mallory", &[Role::Approver], Some("other")));
+    let (status, body) = outsider.get("/approvals?status=all").await;
+    assert_eq!((status, ids(&body).len()), (200, 0), "another tenant sees none: {body}");
+
+    for bad in ["?status=decidedd", "?execution=x", "?status=pending&sort=asc", "?limit=many"] {
+        let (status, body) = api.get(&format!("/approvals{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_argument", "{bad}: {body}");
+    }
+    let (_, body) = api.get("/approvals?status=decidedd").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("decidedd"), "{body}");
 }
