@@ -243,6 +243,10 @@ export interface StateChange {
   delay?: number;
   /** The close code that ended the previous connection. */
   code?: number;
+  /** Why a refused handshake is retried (state `reconnecting`): `down` when Herald cannot be
+   * reached, `unknown` when it answers but the token check could not tell (a refused token
+   * ends in `closed` with `error.code === "unauthenticated"` instead). */
+  cause?: "down" | "unknown";
 }
 
 export interface HeraldClientOptions {
@@ -256,7 +260,7 @@ export interface HeraldClientOptions {
   /** Seconds before `exp` to refresh (default 60; at most half the token's lifetime). */
   refreshLeadSeconds?: number;
   /** Backoff: delay = min(maxDelay, initialDelay × factor^attempt), then half of it plus up to half at random.
-   * Defaults: 500 ms, 30 s, 2. */
+   * Defaults: 500 ms, 5 s, 2. */
   reconnect?: { initialDelay?: number; maxDelay?: number; factor?: number };
   /** Application-level ping every N ms (default 20000; 0 turns it off). */
   pingInterval?: number;

@@ -52,7 +52,9 @@ const REPLY_TYPES = new Set([
 ]);
 
 const DEFAULTS = {
-  reconnect: { initialDelay: 500, maxDelay: 30000, factor: 2 },
+  // Capped near 5 s (Socket.IO's default): a page must not stay away long
+  // after Herald is back.
+  reconnect: { initialDelay: 500, maxDelay: 5000, factor: 2 },
   refreshLeadSeconds: 60,
   pingInterval: 20000,
   pingTimeout: 10000,
@@ -111,6 +113,7 @@ export class HeraldClient {
     this.fetchImpl = options.fetch || globalThis.fetch?.bind(globalThis);
 
     this._token = options.token || null;
+    /** @type {import("./herald-client").ConnectionState} */
     this._state = State.CLOSED;
     this._error = null;
     this._ws = null;
@@ -487,8 +490,12 @@ export class HeraldClient {
 
   // The browser hides the HTTP status of a refused upgrade. Ask Herald over
   // HTTP whether the token is good: 401/403 means it never will be, so stop
-  // instead of looping; anything else (down, restarting, full) is transient.
+  // instead of looping. Anything else is transient and retried, with its
+  // cause in the state change: `down` when Herald cannot be reached at all,
+  // `unknown` when it answers but the check could not tell (e.g. a page on an
+  // origin Herald's CORS list does not name cannot read the answer).
   async _handshakeFailed(code) {
+    let cause;
     if (this.authCheckUrl && this.fetchImpl) {
       let resp = null;
       try {
@@ -497,7 +504,7 @@ export class HeraldClient {
           cache: "no-store",
         });
       } catch {
-        resp = null; // unreachable: keep trying
+        resp = null; // unreachable, or an answer this origin may not read
       }
       if (this._closedByApp) return;
       if (resp && (resp.status === 401 || resp.status === 403)) {
@@ -512,8 +519,21 @@ export class HeraldClient {
         }
         return this._fatal(new HeraldError("unauthenticated", `Herald refused the token: ${message}`));
       }
+      cause = resp || (await this._reachable()) ? "unknown" : "down";
+      if (this._closedByApp) return;
     }
-    this._scheduleReconnect(code);
+    this._scheduleReconnect(code, cause);
+  }
+
+  // An opaque `no-cors` request succeeds whenever Herald answers at all,
+  // whatever its CORS headers; only a network failure rejects it.
+  async _reachable() {
+    try {
+      await this.fetchImpl(this.authCheckUrl, { mode: "no-cors", cache: "no-store" });
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   _backoff() {
@@ -524,12 +544,12 @@ export class HeraldClient {
     return Math.round(base / 2 + Math.random() * (base / 2));
   }
 
-  _scheduleReconnect(code) {
+  _scheduleReconnect(code, cause) {
     if (this._closedByApp) return;
     clearTimeout(this._retryTimer);
     const delay = code === CloseCode.SLOW_CONSUMER && this._attempt === 0 ? 0 : this._backoff();
     this._attempt += 1;
-    this._setState(State.RECONNECTING, { attempt: this._attempt, delay, code });
+    this._setState(State.RECONNECTING, { attempt: this._attempt, delay, code, cause });
     this._retryTimer = setTimeout(() => this._open(State.RECONNECTING), delay);
   }
 
