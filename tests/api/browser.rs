@@ -160,6 +160,11 @@ impl Browser {
         }
     }
 
+    /// The text of the first element matching `css`, or null.
+    async fn text(&self, css: &str) -> Value {
+        self.js(&format!("return document.querySelector({css:?})?.textContent ?? null")).await
+    }
+
     async fn click(&self, css: &str) {
         let el = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}"));
         el.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
@@ -512,6 +517,88 @@ async fn bad_tokens_are_refused_visibly_and_good_ones_are_refreshed() {
     assert_eq!(r["refreshed"]["states"], json!(["connecting", "open"]), "never dropped: {r:#}");
     assert_eq!(r["expiring"]["state"], "closed", "{r:#}");
     assert_eq!(r["expiring"]["code"], "token_expired", "{r:#}");
+
+    // The dashboard asks a person for a new token before the old one expires
+    // and hands it over on the open socket: the page stays live past the
+    // first token's expiry, without reconnecting.
+    let minted = Instant::now();
+    let brief = Minter::hs256(crate::helpers::SECRET.as_bytes())
+        .mint("alice", &[Role::Approver], None, Duration::from_secs(10))
+        .expect("mint");
+    b.sign_in(&app, &brief).await;
+    b.wait_live().await;
+    let banner = "const f = document.getElementById('refresh-form'); return f.hidden ? null : f.textContent";
+    b.eventually("the refresh banner", banner, |v| {
+        v.as_str().is_some_and(|t| t.contains("Your token expires in"))
+    })
+    .await;
+    assert!(minted.elapsed() < Duration::from_secs(10), "asked before the expiry");
+    b.shot("refresh-asked").await;
+    b.type_into("#refresh-token", &long).await;
+    b.click("#refresh-button").await;
+    let refreshes = "return document.getElementById('herald-debug').dataset.tokenRefreshes || '0'";
+    b.eventually("Herald's token_refreshed", refreshes, |v| v == "1").await;
+    assert_eq!(b.js("return document.getElementById('refresh-form').hidden").await, true);
+    tokio::time::sleep(Duration::from_secs(11).saturating_sub(minted.elapsed())).await;
+    assert_eq!(b.connection_state().await, "open", "still live after the first token expired");
+    assert_eq!(b.js(&attr_of("#connection", "data-attempt")).await, "0", "never reconnected");
+    let task = create_task(&app, &agent_token(&app), "After the refresh").await;
+    b.eventually(
+        "a task after the refresh",
+        &attr_of(&format!("tr[data-task-id='{task}']"), "data-status"),
+        |v| v == "pending",
+    )
+    .await;
+    b.finish().await;
+}
+
+/// A page on another origin than Herald's: a refused handshake whose cause
+/// the page cannot read is `unknown`, not `down`; an unreachable Herald is
+/// `down`; the backoff is capped (5 s by default) and configurable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_is_unknown_or_down_and_the_backoff_is_capped() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let Some(b) = Browser::start("origins").await else { return };
+    // localhost is another origin than 127.0.0.1, where the client connects.
+    let port = app.addr.port();
+    b.client.goto(&format!("http://localhost:{port}/healthz")).await.expect("open a page of another origin");
+    let forged = Minter::hs256(b"some-other-secret-that-is-32-bytes-long!")
+        .mint("mallory", &[Role::Admin], None, Duration::from_secs(3600))
+        .expect("mint");
+    let script = r#"
+        const [port, closedPort, forged, done] = arguments;
+        import('/herald-client.js').then(async ({ HeraldClient }) => {
+          const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+          const settled = (c) => new Promise((resolve) => c.on('state', (s) => s.state !== 'connecting' && resolve(s)));
+          const cross = new HeraldClient({ url: `ws://127.0.0.1:${port}/ws`, token: forged, autoConnect: false,
+                                           reconnect: { initialDelay: 5000 } });
+          const crossState = settled(cross);
+          cross.connect();
+          const s = await Promise.race([crossState, wait(10000).then(() => ({ state: 'timeout' }))]);
+          cross.close();
+          const down = new HeraldClient({ url: `ws://127.0.0.1:${closedPort}/ws`, token: forged, autoConnect: false,
+                                          reconnect: { initialDelay: 10, factor: 10, maxDelay: 40 } });
+          const retries = [];
+          down.on('state', (st) => st.state === 'reconnecting' && retries.push({ delay: st.delay, cause: st.cause }));
+          down.connect();
+          await wait(1500);
+          down.close();
+          const defaults = new HeraldClient({ url: 'ws://127.0.0.1:9/ws', token: forged, autoConnect: false }).reconnectOptions;
+          done({ cross: { state: s.state, cause: s.cause ?? null, code: s.error?.code ?? null }, retries, defaults });
+        }).catch((e) => done({ failed: String(e && e.stack || e) }));
+    "#;
+    let closed_port = free_port();
+    let r = b
+        .client
+        .execute_async(script, vec![json!(port), json!(closed_port), json!(forged)])
+        .await
+        .expect("the client script runs");
+    assert!(r.get("failed").is_none(), "{r:#}");
+    assert_eq!(r["cross"], json!({ "state": "reconnecting", "cause": "unknown", "code": null }), "{r:#}");
+    let retries = r["retries"].as_array().unwrap();
+    assert!(retries.len() >= 3, "{r:#}");
+    assert!(retries.iter().all(|t| t["cause"] == "down" && t["delay"].as_u64().unwrap() <= 40), "{r:#}");
+    assert_eq!(r["defaults"]["maxDelay"], 5000, "{r:#}");
     b.finish().await;
 }
 
@@ -696,4 +783,188 @@ async fn the_web_files_are_served_with_their_types_and_no_token() {
     assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
     // The API behind it still wants a token.
     assert_eq!(http.get(app.http("/api/v1/tasks")).send().await.unwrap().status(), 401);
+}
+
+/// What a wall screen needs, loaded after a reload: a failed task's error on
+/// a red bar, its progress timeline, decided approvals with who, when, how and
+/// the edit's diff, a pending one's countdown, past executions' event logs with
+/// times, a filter box, and section titles clear of the sticky header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_history_after_a_reload() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let Some(mut b) = Browser::start("history").await else { return };
+    let (agent, approver) = (agent_token(&app), approver_token(&app));
+    // Enough rows that the page scrolls.
+    let fillers = (0..40).map(|i| format!("Filler {i}")).collect::<Vec<_>>();
+    futures_util::future::join_all(fillers.iter().map(|t| create_task(&app, &agent, t))).await;
+    let crm = create_task(&app, &agent, "Sync the CRM").await;
+    progress(&app, &agent, &crm, 20, "fetch").await;
+    progress(&app, &agent, &crm, 60, "upload").await;
+    let fail = pb::FailTaskRequest { id: crm.clone(), error: "salesforce: 401 invalid_grant".into() };
+    app.tasks(&agent).fail_task(fail).await.expect("fail the task");
+    let report_task = create_task(&app, &agent, "Summarise the report").await;
+    progress(&app, &agent, &report_task, 30, "read").await;
+
+    let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
+    app.agents(&agent).register_agent(reg).await.expect("register");
+    let mut executor = app.executors(&agent);
+    let mut commands =
+        executor.attach(pb::AttachRequest { agent_id: "writer".into() }).await.expect("attach").into_inner();
+    let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
+    let id = app.executions(&approver).execute(req).await.expect("execute").into_inner().id;
+    let Some(Cmd::Execute(_)) = next(&mut commands).await.command else { panic!("an EXECUTE first") };
+    let report = |event| pb::ReportEventRequest { execution_id: id.clone(), event: Some(event) };
+    executor.report_event(report(Ev::Thinking(pb::Thinking { text: "whom to write".into() }))).await.unwrap();
+    let ask = |call: &str, deadline: Option<prost_types::Timestamp>| pb::RequestApprovalRequest {
+        execution_id: id.clone(),
+        tool_call_id: call.into(),
+        action: "send_email".into(),
+        arguments: json!({ "to": "team@example.com", "body": "hi" }).to_string(),
+        allowed_decisions: vec![pb::DecisionKind::Approve.into(), pb::DecisionKind::Edit.into()],
+        deadline,
+        deadline_decision: pb::DecisionKind::Reject.into(),
+        ..Default::default()
+    };
+    let edited = executor.request_approval(ask("call-1", None)).await.expect("ask").into_inner();
+    let decide = json!({ "decision": "edit", "arguments": { "to": "boss@example.com", "body": "hi" },
+                         "message": "only the boss" });
+    let (status, body) = crate::helpers::Api::new(&app, &approver)
+        .post(&format!("/approvals/{}/decide", edited.id), decide)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let in_4m12 = std::time::SystemTime::now() + Duration::from_secs(4 * 60 + 12);
+    let waiting =
+        executor.request_approval(ask("call-2", Some(in_4m12.into()))).await.expect("ask").into_inner();
+
+    b.sign_in(&app, &approver).await;
+    b.wait_live().await;
+
+    // The failed task: its error, not its last progress message, on a red bar.
+    let row = format!("tr[data-task-id='{crm}']");
+    b.eventually("the failed task", &attr_of(&row, "data-status"), |v| v == "failed").await;
+    let detail = b.js(&format!("return document.querySelector(\"{row} .detail\").textContent")).await;
+    assert_eq!(detail, "upload · http · error: salesforce: 401 invalid_grant");
+    let colours = b
+        .js(&format!(
+            "const c = (s) => getComputedStyle(document.querySelector(s)).accentColor; \
+             return [c(\"{row} progress\"), c(\"tr[data-task-id='{report_task}'] progress\"), \
+                     getComputedStyle(document.getElementById('login-error')).color]"
+        ))
+        .await;
+    assert_eq!(colours[0], colours[2], "a failed bar has the error colour: {colours}");
+    assert_ne!(colours[0], colours[1], "a running bar does not: {colours}");
+
+    // Its timeline, from GET …/progress: every step with its time and the gap since the one before.
+    b.click(&format!("{row} button[data-action='timeline']")).await;
+    let timeline = format!("tr[data-timeline-for='{crm}'] li");
+    let steps = b
+        .eventually(
+            "the timeline",
+            &format!("return [...document.querySelectorAll(\"{timeline}\")].map((li) => li.textContent)"),
+            |v| v.as_array().is_some_and(|a| a.len() >= 3),
+        )
+        .await;
+    let steps: Vec<String> = serde_json::from_value(steps).unwrap();
+    assert!(steps.iter().any(|s| s.contains("20% · running · fetch")), "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("60% · running · upload") && s.contains('+')), "{steps:?}");
+    assert!(steps.last().unwrap().contains("failed"), "{steps:?}");
+    b.shot("failed-task-timeline").await;
+
+    // The decided approval: who, when, how, and what the edit changed.
+    let card = format!("li[data-approval-id='{}']", edited.id);
+    b.eventually("the decided card", &attr_of(&card, "data-decision"), |v| v == "edit").await;
+    assert_eq!(b.text(&format!("{card} .outcome")).await, "Edited and approved by alice — “only the boss”");
+    let when = b.text(&format!("{card} .decided-at")).await;
+    assert!(when.as_str().is_some_and(|t| t.starts_with("decided at ") && t.ends_with("ago")), "{when}");
+    let (del, ins) = (b.text(&format!("{card} .diff del")).await, b.text(&format!("{card} .diff ins")).await);
+    assert!(
+        del.as_str().is_some_and(|t| t.starts_with("- ") && t.contains(r#""to": "team@example.com""#)),
+        "{del}"
+    );
+    assert!(
+        ins.as_str().is_some_and(|t| t.starts_with("+ ") && t.contains(r#""to": "boss@example.com""#)),
+        "{ins}"
+    );
+
+    // The pending one counts down to its deadline.
+    let pending = format!("li[data-approval-id='{}']", waiting.id);
+    let first = b
+        .eventually(
+            "the countdown",
+            &format!("return document.querySelector(\"{pending} .deadline\")?.textContent"),
+            |v| v.as_str().is_some_and(|t| t.starts_with("rejects automatically in 4 m ")),
+        )
+        .await;
+    b.eventually(
+        "the countdown to tick",
+        &format!("return document.querySelector(\"{pending} .deadline\").textContent"),
+        |v| *v != first,
+    )
+    .await;
+
+    // The execution's log from its start, each event with its time.
+    let log = format!("section[data-execution-id='{id}'] ol li");
+    let entries = b
+        .eventually(
+            "the execution log",
+            &format!("return [...document.querySelectorAll(\"{log}\")].map((li) => li.textContent)"),
+            |v| {
+                v.as_array()
+                    .is_some_and(|a| a.iter().any(|t| t.as_str().unwrap_or("").contains("whom to write")))
+            },
+        )
+        .await;
+    let thinking =
+        entries.as_array().unwrap().iter().find(|t| t.as_str().unwrap().contains("whom to write")).unwrap();
+    assert!(thinking.as_str().unwrap().contains(" ago"), "{entries}");
+    let stamps = b.js(&format!("return document.querySelectorAll(\"{log} time[datetime]\").length")).await;
+    assert!(stamps.as_u64().unwrap() >= 3, "every entry has its time: {entries}");
+    b.js(&format!("document.querySelector(\"{card}\").scrollIntoView(); return true")).await;
+    b.shot("decided-and-pending").await;
+
+    // A decision by a person replaces the countdown with who, when and how.
+    b.click(&format!("{pending} button[data-action='approve']")).await;
+    b.eventually("the approved card", &attr_of(&pending, "data-decided-by"), |v| v == "alice").await;
+    assert_eq!(b.text(&format!("{pending} .outcome")).await, "Approved by alice");
+    assert_eq!(b.text(&format!("{pending} .deadline")).await, Value::Null);
+
+    // The filter box keeps only what matches.
+    b.type_into("#filter", "summarise").await;
+    let shown = "return [...document.querySelectorAll('#tasks tr[data-task-id]')].filter((r) => !r.hidden)\
+                 .map((r) => r.dataset.taskId)";
+    b.eventually("the filtered rows", shown, |v| *v == json!([report_task])).await;
+    let cards =
+        b.js("return [...document.querySelectorAll('#approvals li')].filter((c) => !c.hidden).length").await;
+    assert_eq!(cards, 0);
+    b.shot("filtered").await;
+    b.type_into("#filter", "").await;
+    b.js("document.getElementById('filter').dispatchEvent(new Event('input')); return true").await;
+    b.eventually(
+        "every row back",
+        "return [...document.querySelectorAll('#tasks tr[data-task-id]')].filter((r) => !r.hidden).length",
+        |v| v == 42,
+    )
+    .await;
+
+    // Jumping to a section leaves its title below the sticky header.
+    b.click("nav.jump a[href='#tasks-title']").await;
+    let clear = "const h = document.querySelector('header').getBoundingClientRect(); \
+                 const t = document.getElementById('tasks-title').getBoundingClientRect(); \
+                 return [window.scrollY, t.top, h.bottom]";
+    let pos = b.eventually("the jump", clear, |v| v[0].as_f64().unwrap_or(0.0) > 0.0).await;
+    assert!(pos[1].as_f64().unwrap() >= pos[2].as_f64().unwrap(), "title top, header bottom: {pos}");
+    b.shot("jumped-to-tasks").await;
+
+    // A failure seen live survives a reload of the page.
+    let live = create_task(&app, &agent, "Fails while watched").await;
+    progress(&app, &agent, &live, 40, "call").await;
+    let fail = pb::FailTaskRequest { id: live.clone(), error: "quota exceeded".into() };
+    app.tasks(&agent).fail_task(fail).await.expect("fail");
+    let live_row = format!("tr[data-task-id='{live}']");
+    let detail = format!("return document.querySelector(\"{live_row} .detail\")?.textContent");
+    b.eventually("the live failure", &detail, |v| v == "call · http · error: quota exceeded").await;
+    b.client.refresh().await.expect("reload");
+    b.wait_live().await;
+    b.eventually("the failure after a reload", &detail, |v| v == "call · http · error: quota exceeded").await;
+    b.finish().await;
 }

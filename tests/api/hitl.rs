@@ -577,7 +577,8 @@ async fn approvals_are_listed_by_status_and_execution(backend: Backend) {
     let waiting = ask(&first, "a2").await;
     let other = ask(&second, "b1").await;
     let api = Api::new(&app, &approver);
-    let (status, _) = api.post(&format!("/approvals/{decided}/decide"), json!({ "decision": "approve" })).await;
+    let (status, _) =
+        api.post(&format!("/approvals/{decided}/decide"), json!({ "decision": "approve" })).await;
     assert_eq!(status, 200);
 
     let ids = |body: &Value| -> Vec<String> {
@@ -592,17 +593,17 @@ async fn approvals_are_listed_by_status_and_execution(backend: Backend) {
             body
         }
     };
-    assert_eq!(ids(&list("").await), [waiting.clone(), other.clone()], "pending by default, oldest first");
-    assert_eq!(ids(&list("?status=pending").await), [waiting.clone(), other.clone()]);
-    assert_eq!(ids(&list(&format!("?execution_id={first}")).await), [waiting.clone()]);
-    assert_eq!(ids(&list(&format!("?execution_id={second}&status=pending")).await), [other.clone()]);
+    assert_eq!(ids(&list("").await), [waiting.as_str(), other.as_str()], "pending by default, oldest first");
+    assert_eq!(ids(&list("?status=pending").await), [waiting.as_str(), other.as_str()]);
+    assert_eq!(ids(&list(&format!("?execution_id={first}")).await), [waiting.as_str()]);
+    assert_eq!(ids(&list(&format!("?execution_id={second}&status=pending")).await), [other.as_str()]);
     let history = list("?status=decided").await;
-    assert_eq!(ids(&history), [decided.clone()]);
+    assert_eq!(ids(&history), [decided.as_str()]);
     assert_eq!(history["approvals"][0]["decision"]["decided_by"], "alice");
     assert_eq!(history["approvals"][0]["decision"]["kind"], "approve");
     assert!(ids(&list(&format!("?status=decided&execution_id={second}")).await).is_empty());
     let all = list(&format!("?status=all&execution_id={first}")).await;
-    assert_eq!(ids(&all), [waiting.clone(), decided.clone()], "newest request first");
+    assert_eq!(ids(&all), [waiting.as_str(), decided.as_str()], "newest request first");
     assert_eq!(ids(&list("?status=all").await).len(), 3);
     assert_eq!(ids(&list("?status=all&limit=1").await).len(), 1);
     let outsider = Api::new(&app, &app.token("mallory", &[Role::Approver], Some("other")));
