@@ -33,6 +33,12 @@ pub struct AuthConfig {
     pub public_key_file: Option<PathBuf>,
     /// `HERALD_JWT_ALGORITHM` (RS256 when a public key is given): RS256 or ES256.
     pub algorithm: Option<String>,
+    /// `HERALD_JWT_LEEWAY` (5s): clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// `HERALD_JWT_ISSUER`: when set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// `HERALD_JWT_AUDIENCE`: when set, tokens must carry this `aud`.
+    pub audience: Option<String>,
 }
 
 /// Limits of the WebSocket bridge.
@@ -97,6 +103,10 @@ impl Config {
                 secret: var("HERALD_JWT_SECRET"),
                 public_key_file: var("HERALD_JWT_PUBLIC_KEY_FILE").map(PathBuf::from),
                 algorithm: var("HERALD_JWT_ALGORITHM"),
+                leeway: humantime::parse_duration(var("HERALD_JWT_LEEWAY").as_deref().unwrap_or("5s").trim())
+                    .context("HERALD_JWT_LEEWAY is not a duration like 5s")?,
+                issuer: var("HERALD_JWT_ISSUER"),
+                audience: var("HERALD_JWT_AUDIENCE"),
             },
             app: AppSettings {
                 outbox_capacity: parse(var, "HERALD_OUTBOX_CAPACITY", 1024)?,

@@ -49,7 +49,7 @@ impl Herald {
             .context("opening the database")?;
         let (app, background) = App::start(store, config.app.clone()).await?;
         let (grpc, health) = grpc::routes(app.clone(), verifier.clone()).await?;
-        let grpc = grpc.into_axum_router();
+        let grpc = grpc::client_faults(grpc.into_axum_router());
         let ws = WsState::new(app.clone(), verifier.clone(), config.ws.clone());
         let router = grpc
             .merge(http::routes(app.clone(), verifier))

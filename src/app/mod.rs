@@ -236,6 +236,21 @@ impl App {
         self.store.agents(&actor.tenant).await
     }
 
+    /// Refuses a resume cursor beyond the last stored seq: no client can have
+    /// received it, and values of 2^63 and above would not fit the database's
+    /// signed seq column.
+    pub async fn check_cursor(&self, after: u64) -> AppResult<()> {
+        if after == 0 {
+            return Ok(());
+        }
+        if after > i64::MAX as u64 || after > self.store.last_seq().await? {
+            return Err(AppError::invalid(format!(
+                "cursor {after} is beyond the last seq: resume from a seq you received, or omit the cursor"
+            )));
+        }
+        Ok(())
+    }
+
     /// Stored events of one channel after `after`.
     pub async fn events(
         &self,
@@ -245,6 +260,7 @@ impl App {
         limit: u32,
     ) -> AppResult<Vec<Event>> {
         self.check_channel(actor, channel).await?;
+        self.check_cursor(after).await?;
         self.store.events(&actor.tenant, std::slice::from_ref(channel), after, page_size(limit)).await
     }
 

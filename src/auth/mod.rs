@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{AuthConfig, Config};
 use crate::domain::{Actor, AppError, Role};
 
 const DEV_SECRET_FILE: &str = "dev-secret";
@@ -44,14 +44,28 @@ pub struct Verifier {
 const VERIFIED_LIMIT: usize = 10_000;
 
 impl Verifier {
-    pub fn hs256(secret: &[u8]) -> Self {
-        Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    pub fn hs256(secret: &[u8], checks: &AuthConfig) -> Self {
+        Self::new(DecodingKey::from_secret(secret), Algorithm::HS256, checks)
     }
 
-    fn new(key: DecodingKey, alg: Algorithm) -> Self {
+    /// Checks `exp` and `nbf` with `leeway` seconds of clock skew, and `iss` /
+    /// `aud` when they are configured.
+    fn new(key: DecodingKey, alg: Algorithm, checks: &AuthConfig) -> Self {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = checks.leeway.as_secs();
+        validation.validate_nbf = true;
+        if let Some(iss) = &checks.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        match &checks.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
         Self { key: std::sync::Arc::new(key), validation, verified: Default::default() }
     }
 
@@ -77,8 +91,13 @@ impl Verifier {
             use jsonwebtoken::errors::ErrorKind;
             let why = match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::ImmatureSignature => "the token is not valid yet (nbf is in the future)",
+                ErrorKind::InvalidIssuer => "the token's issuer (iss) is not the one configured",
+                ErrorKind::InvalidAudience => "the token's audience (aud) is not the one configured",
                 ErrorKind::InvalidSignature => "the token's signature does not match",
-                ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim (sub and exp)",
+                ErrorKind::MissingRequiredClaim(_) => {
+                    "the token lacks a required claim (sub, exp, and iss/aud when configured)"
+                }
                 ErrorKind::InvalidAlgorithm => "the token is signed with another algorithm",
                 _ => "the token is not a valid JWT",
             };
@@ -87,6 +106,12 @@ impl Verifier {
         let c = data.claims;
         if c.sub.is_empty() {
             return Err(AppError::Unauthenticated("the token's sub claim is empty".into()));
+        }
+        if c.sub == Actor::SYSTEM_SUBJECT {
+            return Err(AppError::Unauthenticated(format!(
+                "the subject '{}' is reserved for Herald's own actions",
+                Actor::SYSTEM_SUBJECT
+            )));
         }
         let roles = c
             .roles
@@ -193,7 +218,7 @@ pub fn verifier(config: &Config) -> anyhow::Result<Verifier> {
             "ES256" => (DecodingKey::from_ec_pem(&pem)?, Algorithm::ES256),
             other => bail!("HERALD_JWT_ALGORITHM={other} is not supported: use RS256 or ES256"),
         };
-        return Ok(Verifier::new(key, alg));
+        return Ok(Verifier::new(key, alg, &config.auth));
     }
-    Ok(Verifier::hs256(&hs256_secret(config)?))
+    Ok(Verifier::hs256(&hs256_secret(config)?, &config.auth))
 }

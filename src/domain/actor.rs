@@ -77,10 +77,14 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The subject of Herald's own actions (sweeps, deadline decisions); no
+    /// token may carry it, so `decided_by: "herald"` always means the server.
+    pub const SYSTEM_SUBJECT: &'static str = "herald";
+
     /// The actor Herald itself uses for events it causes (liveness sweeps, deadlines).
     pub fn system(tenant: &str) -> Self {
         Self {
-            subject: "herald".into(),
+            subject: Self::SYSTEM_SUBJECT.into(),
             roles: vec![Role::Admin],
             tenant: tenant.into(),
             expires_at: i64::MAX,

@@ -38,6 +38,9 @@ impl EventService for Events {
                 channels.push(ch);
             }
         }
+        if let Some(after) = r.after_seq {
+            self.0.check_cursor(after).await?;
+        }
         let mut sub = self.0.subscription(&actor)?;
         sub.add(channels, r.after_seq);
         Ok(Response::new(pump(sub, Vec::new(), |d| (convert::event(&d.event, &d.channel), false))))

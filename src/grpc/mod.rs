@@ -37,6 +37,25 @@ impl From<AppError> for Status {
     }
 }
 
+/// A request tonic could not decode (malformed protobuf, invalid UTF-8 in a
+/// string field) is the client's fault: tonic answers `INTERNAL`, this turns
+/// it into `INVALID_ARGUMENT`. Decoding fails before any handler runs, so the
+/// status is in the response headers (a trailers-only response).
+pub fn client_faults(router: axum::Router) -> axum::Router {
+    router.layer(axum::middleware::map_response(|mut res: axum::response::Response| async move {
+        let headers = res.headers_mut();
+        let decode_failure = headers.get("grpc-status").is_some_and(|v| v == "13")
+            && headers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|m| m.starts_with("failed%20to%20decode") || m.starts_with("failed to decode"));
+        if decode_failure {
+            headers.insert("grpc-status", axum::http::HeaderValue::from_static("3"));
+        }
+        res
+    }))
+}
+
 /// Messages buffered per gRPC stream between the subscription and the client.
 const STREAM_BUFFER: usize = 64;
 

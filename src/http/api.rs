@@ -231,22 +231,26 @@ fn format(f: &str) -> Result<Format, AppError> {
     }
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+/// A cell a spreadsheet would not run as a formula (OWASP CSV injection):
+/// text starting with `=`, `+`, `-`, `@`, tab or carriage return gets a
+/// leading `'`.
+fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{cell}").into() } else { cell.into() }
 }
 
-fn csv_response(name: &str, header: &str, rows: impl Iterator<Item = Vec<String>>) -> Response {
-    let mut out = String::from(header);
-    out.push('\n');
+fn csv_response(name: &str, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> ApiResult {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let fail = |e: csv::Error| AppError::internal(anyhow::Error::new(e).context("writing CSV"));
+    out.write_record(header).map_err(fail)?;
     for row in rows {
-        out.push_str(&row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-        out.push('\n');
+        out.write_record(row.iter().map(|c| neutralise(c).into_owned())).map_err(fail)?;
     }
+    let body = out.into_inner().map_err(|e| AppError::internal(anyhow::anyhow!("writing CSV: {e}")))?;
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, "text/csv; charset=utf-8".parse().expect("static"));
     let disposition = format!("attachment; filename=\"{name}.csv\"");
     headers.insert(header::CONTENT_DISPOSITION, disposition.parse().expect("ascii name"));
-    (headers, out).into_response()
+    Ok((headers, body).into_response())
 }
 
 /// All tasks of the caller's tenant (seed 003's export).
@@ -255,9 +259,19 @@ async fn export_tasks(State(s): State<ApiState>, Caller(a): Caller, Path(f): Pat
     let tasks = s.app.tasks(&a, None, crate::app::MAX_PAGE).await?;
     match fmt {
         Format::Json => ok(json!({ "tasks": tasks })),
-        Format::Csv => Ok(csv_response(
+        Format::Csv => csv_response(
             "tasks",
-            "id,title,status,progress,agent_id,created_by,created_at,updated_at,completed_at",
+            &[
+                "id",
+                "title",
+                "status",
+                "progress",
+                "agent_id",
+                "created_by",
+                "created_at",
+                "updated_at",
+                "completed_at",
+            ],
             tasks.iter().map(|t| {
                 vec![
                     t.id.clone(),
@@ -271,7 +285,7 @@ async fn export_tasks(State(s): State<ApiState>, Caller(a): Caller, Path(f): Pat
                     t.completed_at.map(|c| c.to_rfc3339()).unwrap_or_default(),
                 ]
             }),
-        )),
+        ),
     }
 }
 
@@ -288,9 +302,9 @@ async fn export_task(
         Format::Json => {
             ok(json!({ "task": task, "progress": history.iter().map(progress_json).collect::<Vec<_>>() }))
         }
-        Format::Csv => Ok(csv_response(
+        Format::Csv => csv_response(
             &format!("task-{id}"),
-            "seq,at,status,progress,step,tool,message,error",
+            &["seq", "at", "status", "progress", "step", "tool", "message", "error"],
             history.iter().map(|p| {
                 vec![
                     p.seq.to_string(),
@@ -303,7 +317,7 @@ async fn export_task(
                     p.error.to_string(),
                 ]
             }),
-        )),
+        ),
     }
 }
 

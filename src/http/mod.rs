@@ -41,7 +41,24 @@ pub fn routes(app: App, verifier: crate::auth::Verifier) -> Router {
         .route("/readyz", get(readyz))
         .with_state(app.clone());
     let state = api::ApiState { app, verifier };
-    health.merge(api::routes(state.clone())).merge(hitl::routes(state)).merge(web::routes())
+    let json_api = no_store(api::routes(state.clone()).merge(hitl::routes(state)));
+    health.merge(json_api).merge(web::routes())
+}
+
+/// JSON API answers are per caller and may hold secrets: never cached, and
+/// never sniffed into something else by a browser.
+pub fn no_store<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    use axum::http::{HeaderValue, header};
+    use tower_http::set_header::SetResponseHeaderLayer;
+    router
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
 }
 
 async fn readyz(State(app): State<App>) -> Response {

@@ -139,6 +139,18 @@ impl Hub {
         }
     }
 
+    /// Subscriptions per channel of one tenant, by channel name.
+    pub fn channel_counts(&self, tenant: &str) -> HashMap<String, usize> {
+        let subs = self.subscribers.read().expect("hub lock");
+        let mut per_channel: HashMap<String, usize> = HashMap::new();
+        for ((t, channel), list) in subs.iter() {
+            if t == tenant {
+                *per_channel.entry(channel.clone()).or_default() += list.len();
+            }
+        }
+        per_channel
+    }
+
     pub fn stats(&self) -> HubStats {
         let subs = self.subscribers.read().expect("hub lock");
         let mut per_channel: HashMap<String, usize> = HashMap::new();

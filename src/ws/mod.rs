@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::auth::Verifier;
 use crate::config::WsConfig;
-use crate::domain::{Actor, AppError};
+use crate::domain::{Actor, AppError, Permission};
 
 /// A write that takes longer than this means the peer stopped reading.
 pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -69,14 +69,16 @@ impl WsState {
         self.events_sent.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Live figures for `GET /api/v1/websocket/status`.
-    pub fn status(&self) -> serde_json::Value {
+    /// Live figures for `GET /api/v1/websocket/status`. Channel names are the
+    /// caller's tenant's only; the other figures are the node's.
+    pub fn status(&self, actor: &Actor) -> serde_json::Value {
         let hub = self.app.hub().stats();
+        let channels = self.app.hub().channel_counts(&actor.tenant);
         json!({
             "node_id": self.node_id,
             "connections": self.connections(),
             "max_connections": self.config.max_connections,
-            "subscriptions_per_channel": hub.subscriptions_per_channel,
+            "subscriptions_per_channel": channels,
             "events_published": hub.events_published,
             "events_sent": self.events_sent.load(Ordering::Relaxed),
             "slow_consumer": {
@@ -139,7 +141,10 @@ fn handshake_token(q: &Handshake, headers: &HeaderMap) -> Option<String> {
 fn authenticate(state: &WsState, q: &Handshake, headers: &HeaderMap) -> Result<Actor, AppError> {
     let token =
         handshake_token(q, headers).ok_or_else(|| AppError::Unauthenticated("missing token".into()))?;
-    state.verifier.verify(&token)
+    let actor = state.verifier.verify(&token)?;
+    // A token without roles may do nothing: refused here rather than after the upgrade.
+    actor.require(Permission::Read)?;
+    Ok(actor)
 }
 
 fn forbidden(e: AppError) -> Response {
@@ -170,7 +175,7 @@ pub fn routes(state: Arc<WsState>) -> Router {
             "/ws/agent-progress/{task_id}",
             get(compat_socket).layer(Extension(compat::Style::AgentProgress)),
         )
-        .route("/api/v1/websocket/status", get(status))
+        .merge(crate::http::no_store(Router::new().route("/api/v1/websocket/status", get(status))))
         .with_state(state)
 }
 
@@ -215,6 +220,11 @@ async fn compat_upgrade(
         Ok(a) => a,
         Err(e) => return forbidden(e),
     };
+    if let Some(after) = q.after_seq
+        && let Err(e) = state.app.check_cursor(after).await
+    {
+        return e.into_response();
+    }
     // An unknown task is refused before the upgrade, like a bad token.
     let opened = match state.app.subscription(&actor) {
         Ok(mut sub) => sub.add_task_snapshot(&task_id).await.map(|task| (sub, task)),
@@ -234,8 +244,8 @@ async fn compat_upgrade(
 
 async fn status(State(state): State<Arc<WsState>>, headers: HeaderMap) -> Response {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match state.verifier.verify_bearer(auth) {
-        Ok(_) => axum::Json(state.status()).into_response(),
+    match state.verifier.verify_bearer(auth).and_then(|a| a.require(Permission::Read).map(|()| a)) {
+        Ok(actor) => axum::Json(state.status(&actor)).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -212,6 +212,9 @@ async fn handle(
         ClientFrame::Subscribe { channel, after_seq } => {
             let channel = Channel::parse(&required("channel", channel)?)?;
             state.app.check_channel(actor, &channel).await?;
+            if let Some(after) = after_seq {
+                state.app.check_cursor(after).await?;
+            }
             if !subscribed.contains(&channel) && subscribed.len() >= state.config.max_subscriptions {
                 return Err(AppError::ResourceExhausted(format!(
                     "at most {} subscriptions per connection",

@@ -13,6 +13,7 @@ mod hitl;
 mod http;
 mod reliability;
 mod resume;
+mod security;
 mod seed000;
 mod tasks;
 mod tooling;

@@ -1,0 +1,239 @@
+//! The findings of the outside security review (issue 11), each attacked
+//! again over real sockets: forged and early tokens, cross-tenant status,
+//! runaway cursors, spreadsheet formulas, malformed protobuf, headers.
+
+use herald::domain::Role;
+use herald::proto as pb;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::helpers::{Api, Backend, SECRET, TestApp, Ws, ws_refused};
+use crate::tasks::create;
+
+/// A token signed with the test secret carrying exactly `claims`.
+pub fn forge(claims: Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_before_its_nbf_is_refused_everywhere() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let early = forge(json!({ "sub": "eve", "exp": now() + 7200, "nbf": now() + 3600, "roles": ["admin"] }));
+    let err = app.tasks(&early).list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("not valid yet"), "{}", err.message());
+    let (status, body) = Api::new(&app, &early).get("/tasks").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(ws_refused(&app.ws_url(&format!("/ws?token={early}"))).await, 403);
+
+    // Nor as a refreshed token on an open socket.
+    let mut ws = Ws::connect(&app, &app.admin()).await;
+    ws.send(json!({ "type": "refresh_token", "token": early })).await;
+    let reply = ws.recv().await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "unauthenticated");
+
+    // Within the leeway it is accepted.
+    let skewed = forge(json!({ "sub": "eve", "exp": now() + 7200, "nbf": now() + 2, "roles": ["admin"] }));
+    app.tasks(&skewed).list_tasks(pb::ListTasksRequest::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.auth.issuer = Some("https://id.example".into());
+        c.auth.audience = Some("herald".into());
+    })
+    .await;
+    let claims = |iss: &str, aud: &str| {
+        forge(json!({ "sub": "ann", "exp": now() + 600, "roles": ["viewer"], "iss": iss, "aud": aud }))
+    };
+    let list = |token: String| {
+        let mut client = app.tasks(&token);
+        async move { client.list_tasks(pb::ListTasksRequest::default()).await }
+    };
+    list(claims("https://id.example", "herald")).await.unwrap();
+    let wrong_iss = list(claims("https://evil.example", "herald")).await.unwrap_err();
+    assert!(wrong_iss.message().contains("issuer"), "{}", wrong_iss.message());
+    let wrong_aud = list(claims("https://id.example", "other")).await.unwrap_err();
+    assert!(wrong_aud.message().contains("audience"), "{}", wrong_aud.message());
+    let neither = list(app.token("ann", &[Role::Viewer], None)).await.unwrap_err();
+    assert_eq!(neither.code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_roles_is_refused_at_the_handshake() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let none = app.token("nobody", &[], None);
+    assert_eq!(ws_refused(&app.ws_url(&format!("/ws?token={none}"))).await, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_subject_is_reserved() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let impostor = app.token("herald", &[Role::Admin], None);
+    let mut approvals = app.approvals(&impostor);
+    let err = approvals.list_pending_approvals(pb::ListPendingApprovalsRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("reserved"), "{}", err.message());
+    let (status, _) = Api::new(&app, &impostor).get("/approvals").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_status_shows_only_the_callers_tenant() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let acme = app.token("a", &[Role::Viewer], Some("acme"));
+    let mut ws = Ws::connect(&app, &acme).await;
+    ws.subscribe("task_updates", None).await;
+    ws.subscribe("approvals", None).await;
+
+    let globex = app.token("g", &[Role::Admin], Some("globex"));
+    let (status, body) = Api::new(&app, &globex).get("/websocket/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["subscriptions_per_channel"], json!({}), "{body}");
+    assert!(!body.to_string().contains("acme"), "{body}");
+
+    let (_, mine) = Api::new(&app, &acme).get("/websocket/status").await;
+    assert_eq!(mine["subscriptions_per_channel"], json!({ "task_updates": 1, "approvals": 1 }), "{mine}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_answers_are_not_cached_or_sniffed() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let client = reqwest::Client::new();
+    for (path, auth) in
+        [("/api/v1/tasks", true), ("/api/v1/tasks", false), ("/api/v1/websocket/status", true)]
+    {
+        let mut req = client.get(app.http(path));
+        if auth {
+            req = req.bearer_auth(app.admin());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{path}");
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_export_neutralises_formulas() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin();
+    let titles = ["=HYPERLINK(\"http://evil.example\",\"click\")", "+1", "-2+3", "@SUM(A1)", "a, \"b\""];
+    for t in titles {
+        app.tasks(&admin).create_task(create(t)).await.unwrap();
+    }
+    let resp = reqwest::Client::new()
+        .get(app.http("/api/v1/tasks/export/csv"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let title = reader.headers().unwrap().iter().position(|h| h == "title").unwrap();
+    let mut got: Vec<String> = reader.records().map(|r| r.unwrap()[title].to_string()).collect();
+    got.sort();
+    let mut want: Vec<String> = titles
+        .iter()
+        .map(|t| if t.starts_with(['=', '+', '-', '@', '\t']) { format!("'{t}") } else { t.to_string() })
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_beyond_the_last_seq_are_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin();
+    let task = app.tasks(&admin).create_task(create("t")).await.unwrap().into_inner();
+    let api = Api::new(&app, &admin);
+    for cursor in [u64::MAX, 1 << 63, task.last_seq + 1000] {
+        let (status, body) = api.get(&format!("/tasks/{}/events?after_seq={cursor}", task.id)).await;
+        assert_eq!(status, 400, "{cursor}: {body}");
+        let req = pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq: Some(cursor) };
+        let err = app.events(&admin).subscribe(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{cursor}");
+        let req = pb::ListEventsRequest { channel: "task_updates".into(), after_seq: cursor, limit: 0 };
+        assert_eq!(app.events(&admin).list_events(req).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+    let mut ws = Ws::connect(&app, &admin).await;
+    ws.send(json!({ "type": "subscribe", "channel": "task_updates", "after_seq": u64::MAX })).await;
+    let reply = ws.recv().await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "invalid_argument");
+    let compat = app.ws_url(&format!("/ws/tasks/{}?token={admin}&after_seq={}", task.id, u64::MAX));
+    assert_eq!(ws_refused(&compat).await, 400);
+
+    // The last seq itself is a valid cursor.
+    let (status, body) = api.get(&format!("/tasks/{}/events?after_seq={}", task.id, task.last_seq)).await;
+    assert_eq!((status, body["events"].clone()), (200, json!([])));
+    ws.subscribe("task_updates", Some(task.last_seq)).await;
+}
+
+/// Sends raw bytes as the request message of a unary gRPC method.
+async fn raw_unary(app: &TestApp, token: &str, path: &'static str, body: Vec<u8>) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.unwrap();
+    let mut req = tonic::Request::new(body);
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary::<_, Vec<u8>, _>(req, path, RawCodec).await.unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_is_invalid_argument() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin();
+    // Field 1 (id, a string) holding bytes that are not UTF-8.
+    let not_utf8 = raw_unary(&app, &admin, "/herald.v1.TaskService/GetTask", vec![0x0a, 2, 0xff, 0xfe]).await;
+    assert_eq!(not_utf8.code(), Code::InvalidArgument, "{not_utf8:?}");
+    // A length running past the end of the message.
+    let truncated = raw_unary(&app, &admin, "/herald.v1.TaskService/GetTask", vec![0x0a, 0x40, b'x']).await;
+    assert_eq!(truncated.code(), Code::InvalidArgument, "{truncated:?}");
+    let stream =
+        raw_unary(&app, &admin, "/herald.v1.EventService/Subscribe", vec![0x0a, 2, 0xc3, 0x28]).await;
+    assert_eq!(stream.code(), Code::InvalidArgument, "{stream:?}");
+}
+
+/// Bytes in, bytes out: lets a test put anything on the wire.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
