@@ -5,7 +5,7 @@
 #   benchmarks/run.sh s1 --subscribers 1000 --json /tmp/s1.json
 #   HERALD_DATABASE_URL=postgres://… benchmarks/run.sh s4 --clients 64
 #
-# Build first with `cargo build --release`. Extra arguments go to herald-bench;
+# Build first with `cargo build --release --workspace` (herald and herald-bench). Extra arguments go to herald-bench;
 # --url, --pid and --secret are filled in.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

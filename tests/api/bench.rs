@@ -2,16 +2,53 @@
 //! scenario at tiny size is, so that `herald-bench` cannot rot: the built
 //! binary runs as a subprocess against a Herald spawned here, and must exit 0
 //! with deliveries and without errors in its JSON.
+//!
+//! `herald-bench` is its own workspace member (`bench/`), so Cargo does not
+//! build it for this package's tests (`CARGO_BIN_EXE_*` covers only the
+//! package's own binaries): the first test that needs it runs
+//! `cargo build -p herald-bench` into this test binary's target directory and
+//! profile. `HERALD_BENCH_BIN` names a prebuilt binary instead.
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use crate::helpers::{Backend, SECRET, TestApp};
+
+/// The `herald-bench` binary, built once per test process.
+fn bench_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("HERALD_BENCH_BIN") {
+            return PathBuf::from(bin);
+        }
+        // This binary is target/<profile>/deps/api-<hash>.
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args(["build", "--quiet", "--package", "herald-bench", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("runs cargo");
+        assert!(status.success(), "cargo build -p herald-bench failed");
+        let bin = profile_dir.join(format!("herald-bench{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.is_file(), "no {}", bin.display());
+        bin
+    })
+    .clone()
+}
 
 /// Runs `herald-bench ARGS` against `app` at tiny size; returns its JSON.
 async fn bench(app: &TestApp, args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("bench.json");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald-bench"));
+    let bin = tokio::task::spawn_blocking(bench_bin).await.expect("herald-bench built");
+    let mut cmd = Command::new(bin);
     cmd.args(args)
         .args(["--url", &format!("http://{}", app.addr), "--secret", SECRET])
         .args(["--pid", &std::process::id().to_string()])
@@ -84,7 +121,7 @@ async fn s5_growth_curves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_non_loopback_target() {
-    let output = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+    let output = Command::new(bench_bin())
         .args(["s1", "--url", "http://10.1.2.3:8080", "--secret", SECRET])
         .output()
         .expect("runs");
