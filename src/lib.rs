@@ -28,6 +28,7 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod proto;
+pub mod sse;
 pub mod startup;
 pub mod storage;
 pub mod ws;

@@ -54,6 +54,7 @@ impl Herald {
         let router = grpc
             .merge(http::routes(app.clone(), verifier))
             .merge(ws::routes(ws.clone()))
+            .merge(crate::sse::routes(ws.clone()))
             .fallback(http::not_found);
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;

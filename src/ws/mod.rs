@@ -98,8 +98,16 @@ impl Drop for Slot {
     }
 }
 
-/// A slot, or 503 when the node is at its connection limit.
-fn take_slot(state: &Arc<WsState>) -> Result<Slot, AppError> {
+/// When a token runs out, as a timer deadline: a session (WebSocket or SSE)
+/// ends then unless the token was refreshed.
+pub fn token_deadline(actor: &Actor) -> tokio::time::Instant {
+    let left = actor.expires_at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
+    tokio::time::Instant::now() + std::time::Duration::from_secs(left.min(100 * 365 * 24 * 3600))
+}
+
+/// A slot, or 503 when the node is at its connection limit (WebSocket and
+/// SSE connections count against the same limit).
+pub fn take_slot(state: &Arc<WsState>) -> Result<Slot, AppError> {
     let n = state.connections.fetch_add(1, Ordering::Relaxed);
     let slot = Slot(state.clone());
     if n >= state.config.max_connections {

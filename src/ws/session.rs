@@ -9,7 +9,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
@@ -17,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 
 use super::protocol::{ClientFrame, close, error_frame, event_frame, required, snapshot_frame};
-use super::{Slot, WRITE_TIMEOUT, WsState, close_with};
+use super::{Slot, WRITE_TIMEOUT, WsState, close_with, token_deadline};
 use crate::app::{App, End, Subscription};
 use crate::domain::{Actor, AppError, Channel, DecisionKind};
 use crate::hub::{CloseReason, Delivery};
@@ -59,7 +58,7 @@ pub async fn run(mut socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
     let mut s = Session {
-        expires: expiry(&actor),
+        expires: token_deadline(&actor),
         state,
         actor,
         sub,
@@ -134,7 +133,7 @@ impl Session {
                     send(socket, Message::Text(reply.to_string().into())).await
                 }
                 Control::Refreshed => {
-                    self.expires = expiry(&self.actor);
+                    self.expires = token_deadline(&self.actor);
                     let reply = json!({ "type": "token_refreshed", "expires_at": self.actor.expires_at });
                     send(socket, Message::Text(reply.to_string().into())).await
                 }
@@ -286,11 +285,6 @@ async fn decide(
 
 async fn send(socket: &mut WebSocket, msg: Message) -> bool {
     matches!(tokio::time::timeout(WRITE_TIMEOUT, socket.send(msg)).await, Ok(Ok(())))
-}
-
-fn expiry(actor: &Actor) -> Instant {
-    let left = actor.expires_at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
-    Instant::now() + Duration::from_secs(left.min(100 * 365 * 24 * 3600))
 }
 
 async fn subscribe(

@@ -44,8 +44,8 @@ fn free_port() -> u16 {
 
 /// A chromedriver child process and one Chromium session. Dropping it kills
 /// chromedriver's whole process group, browser included.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
     test: &'static str,
     shots: usize,
@@ -72,7 +72,7 @@ impl Drop for Browser {
 
 impl Browser {
     /// A browser, or `None` after saying loudly that the test was skipped.
-    async fn start(test: &'static str) -> Option<Self> {
+    pub(crate) async fn start(test: &'static str) -> Option<Self> {
         let driver_bin = chromedriver();
         if !Path::new(CHROMIUM).is_file() || driver_bin.is_none() {
             let _ = writeln!(
@@ -122,11 +122,11 @@ impl Browser {
     }
 
     /// Ends the session cleanly (the drop kills whatever is left).
-    async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let _ = self.client.clone().close().await;
     }
 
-    async fn shot(&mut self, label: &str) {
+    pub(crate) async fn shot(&mut self, label: &str) {
         self.shots += 1;
         let path = screenshot_dir().join(format!("{}-{:02}-{label}.png", self.test, self.shots));
         match self.client.screenshot().await {
@@ -135,13 +135,18 @@ impl Browser {
         }
     }
 
-    async fn js(&self, script: &str) -> Value {
+    pub(crate) async fn js(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
     /// Polls `script` until `ok` holds, for up to 15 s; on timeout takes a
     /// screenshot and fails with the last value and the page's text.
-    async fn eventually(&mut self, what: &str, script: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn eventually(
+        &mut self,
+        what: &str,
+        script: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let v = self.js(script).await;

@@ -15,6 +15,7 @@ mod reliability;
 mod resume;
 mod security;
 mod seed000;
+mod sse;
 mod tasks;
 mod tooling;
 mod watch;
