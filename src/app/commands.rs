@@ -56,6 +56,8 @@ pub enum Command {
     StartExecution {
         id: String,
         executor: String,
+        /// The token subject of that session.
+        executor_subject: String,
     },
     /// An executor attached: it takes its agent's detached and queued executions.
     AttachExecutor {
@@ -219,9 +221,10 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
             emit(uow, actor, now, event);
             Ok(Outcome::Execution(execution))
         }
-        Command::StartExecution { id, executor } => {
+        Command::StartExecution { id, executor, executor_subject } => {
             let mut e = uow.execution(tenant, &id).await?;
             let event = e.start(&executor, now)?;
+            e.executor_subject = Some(executor_subject);
             uow.put_execution(e.clone(), false);
             emit(uow, actor, now, event);
             Ok(Outcome::Execution(e))
@@ -232,6 +235,7 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
                 let resumed = e.status == crate::domain::ExecutionStatus::Detached;
                 let event = if resumed { e.reattach(&executor, now) } else { e.start(&executor, now).ok() };
                 if let Some(event) = event {
+                    e.executor_subject = Some(actor.subject.clone());
                     uow.put_execution(e.clone(), false);
                     emit(uow, actor, now, event);
                     claimed.push((e, resumed));
@@ -261,6 +265,7 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
         }
         Command::Report { execution_id, report } => {
             let mut e = uow.execution(tenant, &execution_id).await?;
+            e.check_reporter(actor)?;
             let event = e.report(report, now)?;
             uow.put_execution(e.clone(), false);
             emit(uow, actor, now, event);
@@ -284,6 +289,7 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
         }
         Command::RequestApproval { id, execution_id, request } => {
             let mut e = uow.execution(tenant, &execution_id).await?;
+            e.check_reporter(actor)?;
             // An executor that restarted asks again: it gets the same approval.
             // The same key for a different request is refused, never answered
             // with another request's (maybe approved) approval.

@@ -29,6 +29,8 @@ pub enum ExecutorCommand {
 struct Session {
     tenant: String,
     agent_id: String,
+    /// The token subject that attached it.
+    subject: String,
     tx: mpsc::Sender<ExecutorCommand>,
 }
 
@@ -46,9 +48,14 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn register(&self, id: &str, tenant: &str, agent_id: &str) -> mpsc::Receiver<ExecutorCommand> {
+    pub fn register(&self, id: &str, actor: &Actor, agent_id: &str) -> mpsc::Receiver<ExecutorCommand> {
         let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
-        let session = Session { tenant: tenant.into(), agent_id: agent_id.into(), tx };
+        let session = Session {
+            tenant: actor.tenant.clone(),
+            agent_id: agent_id.into(),
+            subject: actor.subject.clone(),
+            tx,
+        };
         self.inner.lock().expect("dispatcher lock").sessions.insert(id.into(), session);
         rx
     }
@@ -79,8 +86,8 @@ impl Dispatcher {
         }
     }
 
-    /// A session of this agent on this node, round robin.
-    fn pick(&self, tenant: &str, agent_id: &str) -> Option<String> {
+    /// A session of this agent on this node, round robin, with its subject.
+    fn pick(&self, tenant: &str, agent_id: &str) -> Option<(String, String)> {
         let mut inner = self.inner.lock().expect("dispatcher lock");
         let mut ids: Vec<&String> = inner
             .sessions
@@ -90,6 +97,10 @@ impl Dispatcher {
             .collect();
         ids.sort();
         let chosen = (!ids.is_empty()).then(|| ids[inner.next % ids.len()].clone());
+        let chosen = chosen.map(|id| {
+            let subject = inner.sessions[&id].subject.clone();
+            (id, subject)
+        });
         inner.next = inner.next.wrapping_add(1);
         chosen
     }
@@ -135,8 +146,14 @@ async fn on_execution(app: &App, event: &Event, e: &ExecutionEvent) {
     match e.kind.as_str() {
         "execution_created" => {
             let agent_id = e.data["agent_id"].as_str().unwrap_or_default();
-            let Some(session) = app.dispatcher.pick(&event.tenant, agent_id) else { return };
-            let cmd = Command::StartExecution { id: e.execution_id.clone(), executor: session.clone() };
+            let Some((session, executor_subject)) = app.dispatcher.pick(&event.tenant, agent_id) else {
+                return;
+            };
+            let cmd = Command::StartExecution {
+                id: e.execution_id.clone(),
+                executor: session.clone(),
+                executor_subject,
+            };
             // Another executor (or node) may have taken it first: that is fine.
             if let Ok(Outcome::Execution(execution)) =
                 app.writer.submit(&Actor::system(&event.tenant), cmd).await

@@ -77,7 +77,7 @@ impl App {
         // The instance prefix (node id and boot id) lets other nodes, and
         // this node's next boot, tell when this process has stopped.
         let id = format!("{}/{}", self.instance, uuid::Uuid::new_v4());
-        let commands = self.dispatcher.register(&id, &actor.tenant, agent_id);
+        let commands = self.dispatcher.register(&id, actor, agent_id);
         let cmd = Command::AttachExecutor { agent_id: agent_id.into(), executor: id.clone() };
         let claimed = match self.writer.submit(actor, cmd).await {
             Ok(Outcome::Claimed(c)) => c,

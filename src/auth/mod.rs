@@ -138,6 +138,13 @@ impl Verifier {
     }
 }
 
+/// When the caller's token expires, as a timer deadline: streams and sockets
+/// opened with it end then (gRPC `UNAUTHENTICATED`, WebSocket close 4001).
+pub fn expiry(actor: &Actor) -> tokio::time::Instant {
+    let left = actor.expires_at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
+    tokio::time::Instant::now() + Duration::from_secs(left.min(100 * 365 * 24 * 3600))
+}
+
 /// Signs tokens with the HS256 secret.
 pub struct Minter {
     key: EncodingKey,

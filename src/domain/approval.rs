@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::error::AppError;
 use super::event::{ApprovalEvent, EventPayload};
+use super::execution::check_json;
 use super::task::{MAX_DESCRIPTION, MAX_ID, MAX_TEXT, check_len};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,8 +168,22 @@ impl Approval {
             return Err(AppError::invalid("action (the tool name) must not be empty"));
         }
         check_len("action", &req.action, MAX_TEXT)?;
-        let mut allowed = req.allowed_decisions;
-        allowed.dedup();
+        if req.allowed_decisions.len() > 4 {
+            return Err(AppError::invalid(format!(
+                "allowed_decisions lists {} entries; there are only four kinds (approve, reject, edit, respond)",
+                req.allowed_decisions.len()
+            )));
+        }
+        let mut allowed: Vec<DecisionKind> = Vec::with_capacity(4);
+        for kind in req.allowed_decisions {
+            if !allowed.contains(&kind) {
+                allowed.push(kind);
+            }
+        }
+        check_json("arguments", &req.arguments)?;
+        if let Some(schema) = &req.arguments_schema {
+            check_json("arguments_schema", schema)?;
+        }
         if allowed.is_empty() {
             allowed = vec![DecisionKind::Approve, DecisionKind::Reject];
         }
@@ -256,6 +271,7 @@ impl Approval {
             DecisionKind::Approve => self.arguments.clone(),
             DecisionKind::Edit => {
                 let args = arguments.ok_or_else(|| AppError::invalid("an edit needs the new arguments"))?;
+                check_json("arguments", &args)?;
                 self.check_schema(&args)?;
                 args
             }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::actor::{Actor, Role};
 use super::error::AppError;
 use super::event::EventPayload;
 use super::task::{MAX_DESCRIPTION, MAX_ID, MAX_TEXT, check_len};
@@ -74,6 +75,10 @@ pub struct Execution {
     /// The attached executor session running it, if any.
     #[serde(skip)]
     pub executor: Option<String>,
+    /// The token subject of that session: the only caller, besides an admin,
+    /// who may report on the execution.
+    #[serde(skip)]
+    pub executor_subject: Option<String>,
     #[serde(skip)]
     pub detached_at: Option<DateTime<Utc>>,
     pub pending_approvals: u32,
@@ -96,6 +101,16 @@ pub enum Report {
     Complete { output: String },
     Error { message: String },
     Cancelled { output: String },
+}
+
+/// Refuses a JSON value (from HTTP or the WebSocket bridge) larger than
+/// [`MAX_JSON`] bytes once encoded, as [`parse_json`] does for gRPC's text.
+pub fn check_json(field: &str, value: &Value) -> Result<(), AppError> {
+    let n = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if n > MAX_JSON {
+        return Err(AppError::invalid(format!("{field} is {n} bytes of JSON; the limit is {MAX_JSON}")));
+    }
+    Ok(())
 }
 
 /// Parses JSON text, refusing what is not JSON or too large. A non-JSON
@@ -128,6 +143,7 @@ impl Execution {
         if let Some(t) = &task_id {
             check_len("task_id", t, MAX_ID)?;
         }
+        check_json("input", &input)?;
         let e = Self {
             id,
             tenant: tenant.into(),
@@ -140,6 +156,7 @@ impl Execution {
             cancel_requested: false,
             cancel_requested_at: None,
             executor: None,
+            executor_subject: None,
             detached_at: None,
             pending_approvals: 0,
             created_by: created_by.into(),
@@ -199,6 +216,7 @@ impl Execution {
         }
         self.status = ExecutionStatus::Detached;
         self.executor = None;
+        self.executor_subject = None;
         self.detached_at = Some(now);
         self.updated_at = now;
         Some(self.status_event("executor_detached", None))
@@ -230,6 +248,19 @@ impl Execution {
             status: self.status,
             data: serde_json::json!({ "message": self.error, "by": "herald" }),
         }))
+    }
+
+    /// Refuses a report (or approval request) from anyone but the subject of
+    /// the executor session holding the execution, or an admin: another agent
+    /// token of the tenant must not forge its events or output.
+    pub fn check_reporter(&self, actor: &Actor) -> Result<(), AppError> {
+        if actor.roles.contains(&Role::Admin) || self.executor_subject.as_deref() == Some(&actor.subject) {
+            return Ok(());
+        }
+        Err(AppError::PermissionDenied(format!(
+            "execution {} is not held by an executor session of '{}': only the executor running it (or an admin) may report on it",
+            self.id, actor.subject
+        )))
     }
 
     /// Applies an executor's report; returns its event.

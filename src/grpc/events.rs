@@ -43,7 +43,9 @@ impl EventService for Events {
         }
         let mut sub = self.0.subscription(&actor)?;
         sub.add(channels, r.after_seq);
-        Ok(Response::new(pump(sub, Vec::new(), |d| (convert::event(&d.event, &d.channel), false))))
+        Ok(Response::new(pump(sub, crate::auth::expiry(&actor), Vec::new(), |d| {
+            (convert::event(&d.event, &d.channel), false)
+        })))
     }
 
     async fn list_events(

@@ -57,10 +57,15 @@ impl ExecutorService for Executors {
         let mut session = self.0.attach_executor(&actor, &agent_id).await?;
         let (tx, rx) = mpsc::channel(COMMAND_STREAM_BUFFER);
         let app = self.0.clone();
+        let expires = crate::auth::expiry(&actor);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tx.closed() => break,
+                    _ = tokio::time::sleep_until(expires) => {
+                        let _ = tx.send(Err(super::token_expired())).await;
+                        break;
+                    }
                     cmd = session.commands.recv() => match cmd {
                         Some(cmd) => {
                             if tx.send(Ok(cmd.into())).await.is_err() {

@@ -133,12 +133,19 @@ pub async fn routes(app: App, verifier: Verifier) -> anyhow::Result<(Routes, Hea
     Ok((routes, health))
 }
 
+/// How a stream ends when the token it was opened with expires.
+pub fn token_expired() -> Status {
+    Status::unauthenticated("the token expired: open the stream again with a fresh token")
+}
+
 /// Streams a subscription into a bounded channel until the client goes away,
-/// the subscription closes, or `map` says the stream is done.
+/// the subscription closes, the token expires (`expires`), or `map` says the
+/// stream is done.
 ///
 /// `map` turns one delivery into a message and tells whether it was the last.
 pub fn pump<T: Send + 'static>(
     mut sub: Subscription,
+    expires: tokio::time::Instant,
     first: Vec<T>,
     map: impl Fn(&Delivery) -> (T, bool) + Send + 'static,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>> {
@@ -153,6 +160,10 @@ pub fn pump<T: Send + 'static>(
             let batch = tokio::select! {
                 _ = tx.closed() => return,
                 b = sub.next_batch() => b,
+                _ = tokio::time::sleep_until(expires) => {
+                    let _ = tx.send(Err(token_expired())).await;
+                    return;
+                }
             };
             match batch {
                 Ok(batch) => {

@@ -95,7 +95,7 @@ impl TaskService for Tasks {
             let _ = tx.try_send(Ok(first.into_iter().next().expect("one item")));
             tokio_stream::wrappers::ReceiverStream::new(rx)
         } else {
-            pump(sub, first, |d| {
+            pump(sub, crate::auth::expiry(&actor), first, |d| {
                 let event = convert::event(&d.event, &d.channel);
                 (pb::WatchTaskResponse { item: Some(Item::Event(event)) }, d.event.payload.is_terminal())
             })

@@ -98,6 +98,7 @@ pub mod execution {
         pub error: String,
         pub cancel_requested_at: Option<i64>,
         pub executor: Option<String>,
+        pub executor_subject: Option<String>,
         pub detached_at: Option<i64>,
         pub pending_approvals: i32,
         pub created_by: String,

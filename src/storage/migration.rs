@@ -8,7 +8,13 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Core), Box::new(M0002Hitl), Box::new(M0003Nodes), Box::new(M0004ProgressFromLog)]
+        vec![
+            Box::new(M0001Core),
+            Box::new(M0002Hitl),
+            Box::new(M0003Nodes),
+            Box::new(M0004ProgressFromLog),
+            Box::new(M0005ExecutorSubject),
+        ]
     }
 }
 
@@ -129,6 +135,25 @@ const M0004: &[&str] = &["DROP TABLE task_progress_log"];
 impl MigrationTrait for M0004ProgressFromLog {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0004).await
+    }
+}
+
+struct M0005ExecutorSubject;
+
+impl MigrationName for M0005ExecutorSubject {
+    fn name(&self) -> &str {
+        "m0005_executor_subject"
+    }
+}
+
+/// Who holds an execution: the token subject of the executor session running
+/// it. Only that subject (or an admin) may report on it.
+const M0005: &[&str] = &["ALTER TABLE executions ADD COLUMN executor_subject TEXT"];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005ExecutorSubject {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        apply(manager, M0005).await
     }
 }
 

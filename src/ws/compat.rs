@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, interval_at, sleep_until};
 
 use super::protocol::{close, timestamp};
-use super::{Slot, WsState, close_with};
+use super::{RateLimit, Slot, WsState, close_with};
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 use crate::app::{End, Subscription};
@@ -30,12 +30,14 @@ pub enum Style {
     AgentProgress,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     socket: WebSocket,
     state: Arc<WsState>,
     mut sub: Subscription,
     task: Task,
     after: Option<u64>,
+    expires: Instant,
     style: Style,
     _slot: Slot,
 ) {
@@ -58,6 +60,7 @@ pub async fn run(
     let cfg = &state.config;
     let mut heartbeat = interval_at(Instant::now() + cfg.heartbeat_interval, cfg.heartbeat_interval);
     let mut idle_deadline = Instant::now() + cfg.idle_timeout;
+    let mut rate = RateLimit::new();
     loop {
         tokio::select! {
             batch = sub.next_batch() => match batch {
@@ -84,6 +87,11 @@ pub async fn run(
                 }
             },
             msg = stream.next() => match msg {
+                // Every inbound message, pings included, spends the rate budget;
+                // these routes have no error frame, so past it they close.
+                Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_))) if !rate.allow(cfg) => {
+                    return close_with(&mut sink, close::POLICY, "rate limit exceeded").await;
+                }
                 Some(Ok(Message::Text(t))) if is_ping(&t) => {
                     let reply = json!({ "event_type": "heartbeat", "task_id": task.id, "timestamp": now() });
                     if sink.send(Message::Text(reply.to_string().into())).await.is_err() {
@@ -101,6 +109,9 @@ pub async fn run(
                 if sink.send(Message::Text(beat.to_string().into())).await.is_err() {
                     return;
                 }
+            }
+            _ = sleep_until(expires) => {
+                return close_with(&mut sink, close::TOKEN_EXPIRED, "token expired").await;
             }
             _ = sleep_until(idle_deadline), if matches!(style, Style::AgentProgress) => {
                 return close_with(&mut sink, close::IDLE_TIMEOUT, "no progress for the idle timeout").await;

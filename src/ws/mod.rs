@@ -89,6 +89,34 @@ impl WsState {
     }
 }
 
+/// A connection's inbound message budget: `rate_limit` messages (text,
+/// binary and control pings alike) per `rate_window`.
+pub struct RateLimit {
+    window_start: tokio::time::Instant,
+    count: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RateLimit {
+    pub fn new() -> Self {
+        Self { window_start: tokio::time::Instant::now(), count: 0 }
+    }
+
+    /// Counts one message; false when it is over the budget.
+    pub fn allow(&mut self, cfg: &WsConfig) -> bool {
+        if self.window_start.elapsed() >= cfg.rate_window {
+            *self = Self::new();
+        }
+        self.count = self.count.saturating_add(1);
+        self.count <= cfg.rate_limit
+    }
+}
+
 /// Holds one of the node's connection slots while a session runs.
 pub struct Slot(Arc<WsState>);
 
@@ -99,11 +127,8 @@ impl Drop for Slot {
 }
 
 /// When a token runs out, as a timer deadline: a session (WebSocket or SSE)
-/// ends then unless the token was refreshed.
-pub fn token_deadline(actor: &Actor) -> tokio::time::Instant {
-    let left = actor.expires_at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
-    tokio::time::Instant::now() + std::time::Duration::from_secs(left.min(100 * 365 * 24 * 3600))
-}
+/// ends then unless the token was refreshed. The same deadline ends gRPC streams.
+pub use crate::auth::expiry as token_deadline;
 
 /// A slot, or 503 when the node is at its connection limit (WebSocket and
 /// SSE connections count against the same limit).
@@ -247,7 +272,9 @@ async fn compat_upgrade(
         Err(e) => return e.into_response(),
     };
     let after = q.after_seq;
-    upgrade(ws, &state).on_upgrade(move |socket| compat::run(socket, state, sub, task, after, style, slot))
+    let expires = crate::auth::expiry(&actor);
+    upgrade(ws, &state)
+        .on_upgrade(move |socket| compat::run(socket, state, sub, task, after, expires, style, slot))
 }
 
 async fn status(State(state): State<Arc<WsState>>, headers: HeaderMap) -> Response {

@@ -22,6 +22,8 @@ pub mod close {
     pub const TOKEN_EXPIRED: u16 = 4001;
     /// The peer did not answer pings.
     pub const PING_TIMEOUT: u16 = 4002;
+    /// Policy violation: far past the message rate limit (control pings included).
+    pub const POLICY: u16 = 1008;
     /// Too slow: the outbound queue overflowed; resume from the last seq.
     pub const SLOW_CONSUMER: u16 = 4008;
 }

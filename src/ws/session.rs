@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 
 use super::protocol::{ClientFrame, close, error_frame, event_frame, required, snapshot_frame};
-use super::{Slot, WRITE_TIMEOUT, WsState, close_with, token_deadline};
+use super::{RateLimit, Slot, WRITE_TIMEOUT, WsState, close_with, token_deadline};
 use crate::app::{App, End, Subscription};
 use crate::domain::{Actor, AppError, Channel, DecisionKind};
 use crate::hub::{CloseReason, Delivery};
@@ -27,11 +27,6 @@ enum Control {
     Subscribe { channel: Channel, after: Option<u64> },
     Unsubscribe(Channel),
     Refreshed,
-}
-
-struct RateLimit {
-    window_start: Instant,
-    count: u32,
 }
 
 struct Session {
@@ -63,7 +58,7 @@ pub async fn run(mut socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot
         actor,
         sub,
         subscribed: HashSet::new(),
-        rate: RateLimit { window_start: Instant::now(), count: 0 },
+        rate: RateLimit::new(),
         awaiting_pong: false,
     };
     loop {
@@ -96,15 +91,19 @@ impl Session {
                 self.awaiting_pong = false;
                 return true;
             }
-            Message::Ping(_) => return true,
+            Message::Ping(_) => {
+                // Control pings count too: past the limit the connection
+                // closes rather than answer them (tungstenite pongs by itself).
+                if !self.rate.allow(&self.state.config) {
+                    close_with(socket, close::POLICY, "rate limit exceeded").await;
+                    return false;
+                }
+                return true;
+            }
             Message::Close(_) => return false,
         };
         let cfg = &self.state.config;
-        if self.rate.window_start.elapsed() >= cfg.rate_window {
-            self.rate = RateLimit { window_start: Instant::now(), count: 0 };
-        }
-        self.rate.count += 1;
-        let reply = if self.rate.count > cfg.rate_limit {
+        let reply = if !self.rate.allow(cfg) {
             Err(AppError::ResourceExhausted(format!(
                 "rate limit: at most {} messages per {:?}; this one was dropped",
                 cfg.rate_limit, cfg.rate_window

@@ -2,6 +2,8 @@
 //! again over real sockets: forged and early tokens, cross-tenant status,
 //! runaway cursors, spreadsheet formulas, malformed protobuf, headers.
 
+use std::time::Duration;
+
 use herald::domain::Role;
 use herald::proto as pb;
 use serde_json::{Value, json};
@@ -236,4 +238,170 @@ impl tonic::codec::Decoder for RawCodec {
         use bytes::Buf;
         Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
     }
+}
+
+/// A token of `roles` that expires in `secs` seconds.
+fn short_lived(sub: &str, roles: &[&str], secs: i64) -> String {
+    forge(json!({ "sub": sub, "exp": now() + secs, "roles": roles }))
+}
+
+/// The status a gRPC stream ends with, skipping its items; fails after 8 s.
+async fn stream_end<T>(stream: &mut tonic::Streaming<T>) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(8), stream.message()).await {
+            Err(_) => panic!("the stream did not end within 8 s"),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the stream ended without a status"),
+            Ok(Err(status)) => return status,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_their_token_expires() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin();
+    let task = app.tasks(&admin).create_task(create("t")).await.unwrap().into_inner();
+    let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
+    app.agents(&admin).register_agent(reg).await.unwrap();
+
+    let token = short_lived("brief", &["agent"], 2);
+    let req = pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq: None };
+    let mut events = app.events(&token).subscribe(req).await.unwrap().into_inner();
+    let mut watch = app
+        .tasks(&token)
+        .watch_task(pb::WatchTaskRequest { id: task.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
+    let mut commands = app.executors(&token).attach(attach).await.unwrap().into_inner();
+    let mut compat = Ws::open(&app, &format!("/ws/tasks/{}?token={token}", task.id)).await;
+    let mut progress = Ws::open(&app, &format!("/ws/agent-progress/{}?token={token}", task.id)).await;
+
+    for status in
+        [stream_end(&mut events).await, stream_end(&mut watch).await, stream_end(&mut commands).await]
+    {
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("expired"), "{}", status.message());
+    }
+    assert_eq!(compat.close_code().await, 4001);
+    assert_eq!(progress.close_code().await, 4001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_decisions_and_json_fields_are_bounded() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin();
+    let (execution_id, _executor) = running_execution(&app, &admin).await;
+    use pb::DecisionKind as K;
+    let ask = |allowed: Vec<K>, call: &str| pb::RequestApprovalRequest {
+        execution_id: execution_id.clone(),
+        tool_call_id: call.into(),
+        action: "pay".into(),
+        arguments: "{}".into(),
+        allowed_decisions: allowed.into_iter().map(Into::into).collect(),
+        ..Default::default()
+    };
+    let flood = vec![K::Approve; 1000];
+    let err = app.executors(&admin).request_approval(ask(flood, "c1")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("allowed_decisions"), "{}", err.message());
+    let spread = vec![K::Approve, K::Reject, K::Approve, K::Reject];
+    let a = app.executors(&admin).request_approval(ask(spread, "c2")).await.unwrap().into_inner();
+    assert_eq!(a.allowed_decisions, vec![i32::from(K::Approve), i32::from(K::Reject)]);
+
+    // JSON values over HTTP get the limit gRPC's JSON text has.
+    let api = Api::new(&app, &admin);
+    let big = "x".repeat(100 * 1024);
+    let (status, body) =
+        api.post("/executions", json!({ "agent_id": "writer", "input": { "text": big } })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("limit"), "{body}");
+}
+
+/// An executor of agent "writer" attached with `token`, and an execution it runs.
+pub async fn running_execution(
+    app: &TestApp,
+    token: &str,
+) -> (String, tonic::Streaming<pb::ExecutorCommand>) {
+    let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
+    app.agents(token).register_agent(reg).await.unwrap();
+    let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
+    let mut commands = app.executors(token).attach(attach).await.unwrap().into_inner();
+    let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
+    let id = app.executions(token).execute(req).await.unwrap().into_inner().id;
+    let cmd = crate::helpers::next(&mut commands).await;
+    assert!(matches!(cmd.command, Some(pb::executor_command::Command::Execute(_))), "{cmd:?}");
+    (id, commands)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_spend_the_rate_limit_on_every_route() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.ws.rate_limit = 5).await;
+    let admin = app.admin();
+    let task = app.tasks(&admin).create_task(create("t")).await.unwrap().into_inner();
+
+    let mut compat = Ws::open(&app, &format!("/ws/tasks/{}?token={admin}", task.id)).await;
+    assert_eq!(compat.recv().await["event_type"], "connection_established");
+    for _ in 0..20 {
+        compat.send(json!({ "type": "ping" })).await;
+    }
+    let mut answered = 0;
+    while let Some(frame) = compat.recv_or_close().await {
+        assert_eq!(frame["event_type"], "heartbeat", "{frame}");
+        answered += 1;
+    }
+    assert_eq!(answered, 5);
+
+    // Control pings on /ws: past the budget the socket closes instead of answering.
+    let mut ws = Ws::connect(&app, &admin).await;
+    for _ in 0..20 {
+        if ws.stream.send(Message::Ping(Default::default())).await.is_err() {
+            break;
+        }
+    }
+    let mut pongs = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.stream.next()).await.expect("a frame") {
+            Some(Ok(Message::Pong(_))) => pongs += 1,
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            other => panic!("expected pongs then a close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 1008);
+    assert!(pongs <= 5, "{pongs} pongs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_holding_executor_reports_on_an_execution() {
+    use pb::report_event_request::Event as Ev;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let alice = app.token("alice", &[Role::Agent], Some("acme"));
+    let mallory = app.token("mallory", &[Role::Agent], Some("acme"));
+    let (id, _commands) = running_execution(&app, &alice).await;
+
+    let complete = |output: &str| pb::ReportEventRequest {
+        execution_id: id.clone(),
+        event: Some(Ev::Complete(pb::Complete { output: output.into() })),
+    };
+    let err = app.executors(&mallory).report_event(complete("forged")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let ask = pb::RequestApprovalRequest {
+        execution_id: id.clone(),
+        tool_call_id: "c".into(),
+        action: "pay".into(),
+        ..Default::default()
+    };
+    let err = app.executors(&mallory).request_approval(ask).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let seen = app.executions(&alice).get_execution(pb::GetExecutionRequest { id: id.clone() }).await;
+    let seen = seen.unwrap().into_inner();
+    assert_eq!(seen.status, i32::from(pb::ExecutionStatus::Running));
+    assert_eq!(seen.output, "");
+
+    let done = app.executors(&alice).report_event(complete("real")).await.unwrap().into_inner();
+    assert_eq!(done.output, "real");
 }
