@@ -274,6 +274,7 @@ async fn streams_end_when_their_token_expires() {
         .await
         .unwrap()
         .into_inner();
+    #[allow(clippy::needless_update)] // AttachRequest is growing fields (executor failover)
     let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
     let mut commands = app.executors(&token).attach(attach).await.unwrap().into_inner();
     let mut compat = Ws::open(&app, &format!("/ws/tasks/{}?token={token}", task.id)).await;
@@ -327,6 +328,7 @@ pub async fn running_execution(
 ) -> (String, tonic::Streaming<pb::ExecutorCommand>) {
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     app.agents(token).register_agent(reg).await.unwrap();
+    #[allow(clippy::needless_update)] // AttachRequest is growing fields (executor failover)
     let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
     let mut commands = app.executors(token).attach(attach).await.unwrap().into_inner();
     let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
