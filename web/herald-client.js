@@ -479,6 +479,8 @@ export class HeraldClient {
   }
 
   async _tokenExpiredClose() {
+    // getToken may take a while (a person pasting a token): say the socket is gone meanwhile.
+    if (this.getToken) this._setState(State.RECONNECTING, { code: CloseCode.TOKEN_EXPIRED });
     if (this.getToken && (await this._fetchToken())) {
       if (this._closedByApp) return;
       this._attempt = 0;
