@@ -735,7 +735,19 @@ async fn the_client_resumes_each_channel_from_its_own_cursor() {
           const afterSlow = { sockets: sockets.length, subs: subs(sockets[2] || { sent: [] }) };
           c.close();
           const closed = await c.ping().then(() => 'resolved', (e) => e.code);
-          done({ first, got, accepted, decided: decided.type, refusedCode, lost, resumed, afterSlow, closed, states });
+
+          // 4001 while getToken is still busy (a person pasting a token): not `open` meanwhile.
+          const slow = new HeraldClient({
+            url: 'ws://127.0.0.1:9/ws', token: 'x.eyJleHAiOjk5OTk5OTk5OTl9.y', WebSocket: FakeSocket,
+            getToken: () => new Promise(() => {}), pingInterval: 0, authCheckUrl: null, autoConnect: false,
+          });
+          slow.connect();
+          await wait(20);
+          sockets[sockets.length - 1].drop(4001);
+          await wait(20);
+          const whileRefreshing = slow.state;
+          slow.close();
+          done({ first, got, accepted, decided: decided.type, refusedCode, lost, resumed, afterSlow, closed, states, whileRefreshing });
         }).catch((e) => done({ failed: String(e && e.stack || e) }));
     "#;
     let r = b.client.execute_async(script, vec![]).await.expect("the script runs");
@@ -753,6 +765,7 @@ async fn the_client_resumes_each_channel_from_its_own_cursor() {
     assert_eq!(r["afterSlow"]["sockets"], 3, "{r:#}");
     assert_eq!(r["afterSlow"]["subs"], json!({ "task_updates": 10, "agent_status": 11, "execution:e1": 12 }));
     assert_eq!(r["closed"], "closed", "{r:#}");
+    assert_eq!(r["whileRefreshing"], "reconnecting", "{r:#}");
     assert_eq!(
         r["states"],
         json!(["connecting", "open", "reconnecting", "open", "reconnecting", "open", "closed"]),
@@ -796,7 +809,8 @@ async fn the_web_files_are_served_with_their_types_and_no_token() {
 /// times, a filter box, and section titles clear of the sticky header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_history_after_a_reload() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.app.sweep_interval = Duration::from_millis(200)).await;
     let Some(mut b) = Browser::start("history").await else { return };
     let (agent, approver) = (agent_token(&app), approver_token(&app));
     // Enough rows that the page scrolls.
@@ -825,7 +839,11 @@ async fn the_dashboard_shows_history_after_a_reload() {
         tool_call_id: call.into(),
         action: "send_email".into(),
         arguments: json!({ "to": "team@example.com", "body": "hi" }).to_string(),
-        allowed_decisions: vec![pb::DecisionKind::Approve.into(), pb::DecisionKind::Edit.into()],
+        allowed_decisions: vec![
+            pb::DecisionKind::Approve.into(),
+            pb::DecisionKind::Reject.into(),
+            pb::DecisionKind::Edit.into(),
+        ],
         deadline,
         deadline_decision: pb::DecisionKind::Reject.into(),
         ..Default::default()
@@ -880,7 +898,7 @@ async fn the_dashboard_shows_history_after_a_reload() {
     b.eventually("the decided card", &attr_of(&card, "data-decision"), |v| v == "edit").await;
     assert_eq!(b.text(&format!("{card} .outcome")).await, "Edited and approved by alice — “only the boss”");
     let when = b.text(&format!("{card} .decided-at")).await;
-    assert!(when.as_str().is_some_and(|t| t.starts_with("decided at ") && t.ends_with("ago")), "{when}");
+    assert!(when.as_str().is_some_and(|t| t.starts_with("decided at ") && (t.ends_with(" ago") || t.ends_with("just now"))), "{when}");
     let (del, ins) = (b.text(&format!("{card} .diff del")).await, b.text(&format!("{card} .diff ins")).await);
     assert!(
         del.as_str().is_some_and(|t| t.starts_with("- ") && t.contains(r#""to": "team@example.com""#)),
@@ -921,7 +939,8 @@ async fn the_dashboard_shows_history_after_a_reload() {
         .await;
     let thinking =
         entries.as_array().unwrap().iter().find(|t| t.as_str().unwrap().contains("whom to write")).unwrap();
-    assert!(thinking.as_str().unwrap().contains(" ago"), "{entries}");
+    let thinking = thinking.as_str().unwrap();
+    assert!(thinking.contains(" ago") || thinking.contains("just now"), "{entries}");
     let stamps = b.js(&format!("return document.querySelectorAll(\"{log} time[datetime]\").length")).await;
     assert!(stamps.as_u64().unwrap() >= 3, "every entry has its time: {entries}");
     b.js(&format!("document.querySelector(\"{card}\").scrollIntoView(); return true")).await;
@@ -932,6 +951,23 @@ async fn the_dashboard_shows_history_after_a_reload() {
     b.eventually("the approved card", &attr_of(&pending, "data-decided-by"), |v| v == "alice").await;
     assert_eq!(b.text(&format!("{pending} .outcome")).await, "Approved by alice");
     assert_eq!(b.text(&format!("{pending} .deadline")).await, Value::Null);
+
+    // A deadline that passes decides by itself, and the card says so.
+    let soon = std::time::SystemTime::now() + Duration::from_secs(4);
+    let timed = executor.request_approval(ask("call-3", Some(soon.into()))).await.expect("ask").into_inner();
+    let timed_card = format!("li[data-approval-id='{}']", timed.id);
+    let countdown = format!("return document.querySelector(\"{timed_card} .deadline\")?.textContent");
+    b.eventually("the short countdown", &countdown, |v| {
+        v.as_str().is_some_and(|t| t.starts_with("rejects automatically in ") && t.ends_with(" s"))
+    })
+    .await;
+    b.eventually("the deadline's decision", &attr_of(&timed_card, "data-decision"), |v| v == "reject").await;
+    let outcome = b.text(&format!("{timed_card} .outcome")).await;
+    assert!(
+        outcome.as_str().is_some_and(|t| t.starts_with("Rejected automatically at the deadline")),
+        "{outcome}"
+    );
+    assert_eq!(b.text(&format!("{timed_card} .deadline")).await, Value::Null);
 
     // The filter box keeps only what matches.
     b.type_into("#filter", "summarise").await;
