@@ -21,6 +21,9 @@ pub struct Config {
     /// `HERALD_DB_POOL_SIZE` (8).
     pub db_pool_size: u32,
     pub auth: AuthConfig,
+    /// `HERALD_CORS_ORIGINS` (unset): browser origins allowed to call the HTTP
+    /// API and load the web assets (CORS), and to open WebSockets.
+    pub origins: Origins,
     pub app: AppSettings,
     pub ws: WsConfig,
 }
@@ -39,6 +42,52 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// `HERALD_JWT_AUDIENCE`: when set, tokens must carry this `aud`.
     pub audience: Option<String>,
+}
+
+/// Browser origins other than Herald's own, from `HERALD_CORS_ORIGINS`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Origins {
+    /// No CORS headers; WebSocket upgrades are not checked for their `Origin`.
+    #[default]
+    Unset,
+    /// `*`: any origin (only when asked for explicitly).
+    Any,
+    /// Exact origins like `http://localhost:5173`.
+    List(Vec<String>),
+}
+
+impl Origins {
+    fn parse(v: &str) -> anyhow::Result<Self> {
+        let list: Vec<String> = v
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if list.iter().any(|o| o == "*") {
+            if list.len() > 1 {
+                bail!("HERALD_CORS_ORIGINS: '*' allows every origin and cannot be combined with others");
+            }
+            return Ok(Self::Any);
+        }
+        for o in &list {
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && !o.split_once("://").is_some_and(|(_, rest)| rest.is_empty() || rest.contains('/'));
+            if !ok {
+                bail!(
+                    "HERALD_CORS_ORIGINS: {o:?} is not an origin like https://app.example.com or http://localhost:5173"
+                );
+            }
+        }
+        Ok(if list.is_empty() { Self::Unset } else { Self::List(list) })
+    }
+
+    /// Whether a browser page of `origin` may open a WebSocket.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            Self::Unset | Self::Any => true,
+            Self::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
 }
 
 /// Limits of the WebSocket bridge.
@@ -99,6 +148,7 @@ impl Config {
             addr,
             database_url,
             db_pool_size: parse(var, "HERALD_DB_POOL_SIZE", 8)?,
+            origins: var("HERALD_CORS_ORIGINS").map(|v| Origins::parse(&v)).transpose()?.unwrap_or_default(),
             auth: AuthConfig {
                 secret: var("HERALD_JWT_SECRET"),
                 public_key_file: var("HERALD_JWT_PUBLIC_KEY_FILE").map(PathBuf::from),

@@ -50,12 +50,14 @@ impl Herald {
         let (app, background) = App::start(store, config.app.clone()).await?;
         let (grpc, health) = grpc::routes(app.clone(), verifier.clone()).await?;
         let grpc = grpc::client_faults(grpc.into_axum_router());
-        let ws = WsState::new(app.clone(), verifier.clone(), config.ws.clone());
-        let router = grpc
-            .merge(http::routes(app.clone(), verifier))
+        let ws = WsState::new(app.clone(), verifier.clone(), config.ws.clone(), config.origins.clone());
+        let mut web = http::routes(app.clone(), verifier)
             .merge(ws::routes(ws.clone()))
-            .merge(crate::sse::routes(ws.clone()))
-            .fallback(http::not_found);
+            .merge(crate::sse::routes(ws.clone()));
+        if let Some(cors) = http::cors(&config.origins) {
+            web = web.layer(cors);
+        }
+        let router = grpc.merge(web).fallback(http::not_found);
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
         Ok(Self {

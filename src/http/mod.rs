@@ -1,5 +1,5 @@
 //! HTTP: health and readiness, the JSON API ([`api`]), the dashboard and the
-//! JavaScript client (`web`), the one mapping from [`AppError`] to a JSON
+//! JavaScript client (`web`), CORS for them, the one mapping from [`AppError`] to a JSON
 //! error response, and the 404 fallback.
 
 pub mod api;
@@ -9,12 +9,15 @@ mod web;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
 use crate::app::App;
+use crate::config::Origins;
 use crate::domain::AppError;
 
 impl IntoResponse for AppError {
@@ -33,6 +36,29 @@ impl IntoResponse for AppError {
         let body = json!({ "error": { "code": self.code(), "message": self.public_message() } });
         (status, Json(body)).into_response()
     }
+}
+
+/// CORS for the HTTP API and the web assets, from `HERALD_CORS_ORIGINS`;
+/// `None` when it is unset (no CORS headers, as before). Preflights are
+/// answered by the layer; an origin not listed gets no
+/// `Access-Control-Allow-Origin`, so the browser refuses the response.
+pub fn cors(origins: &Origins) -> Option<CorsLayer> {
+    let allow = match origins {
+        Origins::Unset => return None,
+        Origins::Any => AllowOrigin::any(),
+        Origins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| o.parse().ok())),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 pub fn routes(app: App, verifier: crate::auth::Verifier) -> Router {

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::auth::Verifier;
-use crate::config::WsConfig;
+use crate::config::{Origins, WsConfig};
 use crate::domain::{Actor, AppError, Permission};
 
 /// A write that takes longer than this means the peer stopped reading.
@@ -43,18 +43,21 @@ pub struct WsState {
     pub app: App,
     pub verifier: Verifier,
     pub config: WsConfig,
+    /// `HERALD_CORS_ORIGINS`, here the pages allowed to open a socket.
+    origins: Origins,
     pub node_id: String,
     connections: AtomicUsize,
     events_sent: AtomicU64,
 }
 
 impl WsState {
-    pub fn new(app: App, verifier: Verifier, config: WsConfig) -> Arc<Self> {
+    pub fn new(app: App, verifier: Verifier, config: WsConfig, origins: Origins) -> Arc<Self> {
         let node_id = app.node_id().to_string();
         Arc::new(Self {
             app,
             verifier,
             config,
+            origins,
             node_id,
             connections: AtomicUsize::new(0),
             events_sent: AtomicU64::new(0),
@@ -171,7 +174,20 @@ fn handshake_token(q: &Handshake, headers: &HeaderMap) -> Option<String> {
 }
 
 /// The caller, or why the upgrade is refused (with 403, as seed 000 expects).
+/// With `HERALD_CORS_ORIGINS` set, a browser page (it always sends `Origin`)
+/// must be Herald's own or a listed origin, so another site cannot open a
+/// socket with a token it got hold of. Clients that are not browsers send no
+/// `Origin` and are not checked.
 fn authenticate(state: &WsState, q: &Handshake, headers: &HeaderMap) -> Result<Actor, AppError> {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let same_origin = origin.split_once("://").is_some_and(|(_, authority)| Some(authority) == host);
+        if !same_origin && !state.origins.allows(origin) {
+            return Err(AppError::PermissionDenied(format!(
+                "origin {origin} is not allowed to open a WebSocket (HERALD_CORS_ORIGINS)"
+            )));
+        }
+    }
     let token =
         handshake_token(q, headers).ok_or_else(|| AppError::Unauthenticated("missing token".into()))?;
     let actor = state.verifier.verify(&token)?;

@@ -8,6 +8,7 @@ mod bridge;
 mod browser;
 mod cluster;
 mod compat;
+mod cors;
 mod helpers;
 mod hitl;
 mod http;
