@@ -227,3 +227,123 @@ impl Config {
         c
     }
 }
+
+/// A URL fit for logs: the password of `scheme://user:password@host/…` is
+/// replaced with `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Every `HERALD_*` variable the server reads, with its default and meaning,
+/// for `herald serve --help`. A variable added to [`Config::from_lookup`] must
+/// be added here too (a unit test checks both the names and the defaults).
+pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
+    ("HERALD_ADDR", Some("127.0.0.1:8080"), "gRPC, HTTP and WebSocket on one address"),
+    ("HERALD_DATA_DIR", Some("herald-data"), "the SQLite file and the development secret"),
+    (
+        "HERALD_DATABASE_URL",
+        None,
+        "sqlite://… or postgres://user@host/db [default: sqlite://$HERALD_DATA_DIR/herald.db]",
+    ),
+    ("HERALD_DB_POOL_SIZE", Some("8"), "database connections"),
+    (
+        "HERALD_JWT_SECRET",
+        None,
+        "HS256 secret, 32+ bytes [default: a development secret in $HERALD_DATA_DIR, loopback only]",
+    ),
+    ("HERALD_JWT_PUBLIC_KEY_FILE", None, "PEM public key for RS256/ES256 tokens"),
+    ("HERALD_JWT_ALGORITHM", None, "RS256 or ES256 [default: RS256 with a public key]"),
+    (
+        "HERALD_CORS_ORIGINS",
+        None,
+        "browser origins allowed (CORS and WebSocket Origin), comma-separated, or *",
+    ),
+    (
+        "HERALD_OUTBOX_CAPACITY",
+        Some("1024"),
+        "queued deliveries per subscriber before the slow-consumer policy",
+    ),
+    ("HERALD_WRITE_BATCH", Some("256"), "most commands the writer commits in one transaction"),
+    ("HERALD_AGENT_TIMEOUT", Some("30s"), "an agent silent this long goes offline"),
+    (
+        "HERALD_SWEEP_INTERVAL",
+        Some("5s"),
+        "how often timers (liveness, grace, cancel, deadlines) are checked",
+    ),
+    ("HERALD_EXECUTOR_GRACE", Some("30s"), "how long a vanished executor has to re-attach"),
+    ("HERALD_CANCEL_TIMEOUT", Some("30s"), "how long an executor has to acknowledge a cancel"),
+    ("HERALD_NODE_ID", None, "this node's id [default: random]"),
+    ("HERALD_NODE_TIMEOUT", Some("15s"), "a cluster node not seen this long is dead"),
+    ("HERALD_REDIS_URL", None, "redis://host:port makes this node a cluster member [default: single node]"),
+    ("HERALD_REDIS_CHANNEL", Some("herald:events"), "Redis channel of the cluster; one per cluster"),
+    (
+        "HERALD_GAP_FILL_AFTER",
+        Some("50ms"),
+        "how long a missing seq waits for Redis before it is read from the log",
+    ),
+    ("HERALD_CATCH_UP_INTERVAL", Some("1s"), "how often a cluster node compares with the log's last seq"),
+    (
+        "HERALD_WS_PING_INTERVAL",
+        Some("30s"),
+        "WebSocket pings; a peer missing one interval's pong is dropped",
+    ),
+    ("HERALD_WS_MAX_FRAME", Some("65536"), "inbound WebSocket message limit in bytes"),
+    ("HERALD_WS_RATE_LIMIT", Some("100"), "client messages per window per connection"),
+    ("HERALD_WS_RATE_WINDOW", Some("60s"), "the rate limit's window"),
+    ("HERALD_WS_MAX_CONNECTIONS", Some("10000"), "WebSocket connections per node"),
+    ("HERALD_WS_MAX_SUBSCRIPTIONS", Some("100"), "channels per connection"),
+    ("HERALD_WS_HEARTBEAT", Some("15s"), "the seed 004 route's heartbeat"),
+    ("HERALD_WS_IDLE_TIMEOUT", Some("60s"), "the seed 004 route closes after this long without an event"),
+    ("HERALD_LOG", Some("info"), "tracing filter, e.g. herald=debug"),
+    ("HERALD_LOG_FORMAT", Some("text"), "text, or json for one JSON object per line"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variable `from_lookup` reads is in [`VARIABLES`], and every
+    /// default given there is the one `from_lookup` uses.
+    #[test]
+    fn the_help_table_names_every_variable_with_its_real_default() {
+        let source = include_str!("config.rs");
+        let code = &source[..source.find("pub const VARIABLES").expect("the table")];
+        for name in code.split('"').filter(|s| s.starts_with("HERALD_") && !s.contains(' ')) {
+            assert!(VARIABLES.iter().any(|(n, ..)| *n == name), "{name} is missing from VARIABLES");
+        }
+        let defaults =
+            |c: Config| format!("{:?}", Config { app: AppSettings { node_id: String::new(), ..c.app }, ..c });
+        // A cluster member, so that the cluster's defaults count too.
+        let base = |n: &str| match n {
+            "HERALD_REDIS_URL" => Some("redis://127.0.0.1:6379".to_string()),
+            "HERALD_DATABASE_URL" => Some("postgres://postgres@127.0.0.1/herald".to_string()),
+            _ => None,
+        };
+        let plain = defaults(Config::from_lookup(&base).unwrap());
+        for (name, default, _) in VARIABLES {
+            if let Some(d) = default
+                && !name.starts_with("HERALD_LOG")
+            {
+                let set =
+                    Config::from_lookup(&|n| if n == *name { Some(d.to_string()) } else { base(n) }).unwrap();
+                assert_eq!(defaults(set), plain, "{name}'s documented default {d} is not its real one");
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redacted("postgres://u:secret@db:5432/herald"), "postgres://u:***@db:5432/herald");
+        assert_eq!(redacted("postgres://u@db/herald"), "postgres://u@db/herald");
+        assert_eq!(redacted("redis://:pw@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(redacted("sqlite://herald-data/herald.db"), "sqlite://herald-data/herald.db");
+    }
+}

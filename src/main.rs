@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use herald::auth::{Minter, hs256_secret};
 use herald::cli;
 use herald::config::Config;
@@ -54,18 +54,25 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let command = Cli::parse().command.unwrap_or(Cmd::Serve);
-    match command {
+    // Every HERALD_* variable is an option of `herald` and `herald serve` too,
+    // so `--help` lists them with their defaults (and `--addr` beats HERALD_ADDR).
+    let command = Cli::command().args(server_args()).mut_subcommand("serve", |c| c.args(server_args()));
+    let matches = command.get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let settings = match matches.subcommand() {
+        Some(("serve", m)) => m,
+        _ => &matches,
+    };
+    let var = |name: &str| {
+        let given = settings.try_get_one::<String>(name).ok().flatten().cloned();
+        given.or_else(|| std::env::var(name).ok()).filter(|v| !v.trim().is_empty())
+    };
+    init_logging(var("HERALD_LOG"), var("HERALD_LOG_FORMAT"))?;
+    match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Task(cmd) => cli::task(cmd).await,
         Cmd::Agent(cmd) => cli::agent(cmd).await,
         Cmd::Events { channels, after } => cli::events(channels, after).await,
-        Cmd::Serve => serve(Config::from_env()?).await,
+        Cmd::Serve => serve(Config::from_lookup(&var)?).await,
         Cmd::Token { sub, roles, tenant, ttl } => {
             let roles = roles
                 .iter()
@@ -75,10 +82,77 @@ async fn main() -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let minter = Minter::hs256(&hs256_secret(&Config::from_env()?)?);
+            let config = Config::from_lookup(&var)?;
+            let dev_secret = dev_secret_in_use(&config);
+            let minter = Minter::hs256(&hs256_secret(&config)?);
             println!("{}", minter.mint(&sub, &roles, tenant.as_deref(), Duration::from(ttl))?);
+            if let Some((path, created)) = dev_secret {
+                warn_dev_secret(&path, created);
+            }
             Ok(())
         }
+    }
+}
+
+/// `--addr`, `--database-url`, … for every `HERALD_*` variable; values of
+/// secrets and URLs are not shown in `--help`.
+fn server_args() -> Vec<clap::Arg> {
+    herald::config::VARIABLES
+        .iter()
+        .map(|(name, default, help)| {
+            // Built once per run: leaking the few names is simpler than clap's `string` feature.
+            let long: &'static str = Box::leak(
+                name.trim_start_matches("HERALD_").to_lowercase().replace('_', "-").into_boxed_str(),
+            );
+            let arg = clap::Arg::new(*name).long(long).env(*name).hide_env_values(true).help(*help);
+            match default {
+                Some(d) => arg.default_value(*d),
+                None => arg,
+            }
+        })
+        .collect()
+}
+
+/// Text logs (colours only on a terminal) or, with `HERALD_LOG_FORMAT=json`,
+/// one JSON object per line, on stderr.
+fn init_logging(filter: Option<String>, format: Option<String>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.as_deref().unwrap_or("info"))
+        .map_err(|e| anyhow::anyhow!("HERALD_LOG is not a valid filter: {e}"))?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format.as_deref().unwrap_or("text") {
+        "text" => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        "json" => logs.json().with_current_span(false).init(),
+        other => anyhow::bail!("HERALD_LOG_FORMAT={other:?}: use text or json"),
+    }
+    Ok(())
+}
+
+/// The development secret `herald token` signs with (its path, and whether
+/// it is about to be created), or `None` when a secret or key is configured.
+fn dev_secret_in_use(config: &Config) -> Option<(std::path::PathBuf, bool)> {
+    if config.auth.secret.is_some() || config.auth.public_key_file.is_some() {
+        return None;
+    }
+    let path = herald::auth::dev_secret_path(config);
+    let path = std::path::absolute(&path).unwrap_or(path);
+    let created = !path.exists();
+    Some((path, created))
+}
+
+/// Says loudly on stderr which secret signed the token: one minted with a
+/// development secret Herald does not use is refused ("signature does not match").
+fn warn_dev_secret(path: &std::path::Path, created: bool) {
+    if created {
+        eprintln!(
+            "WARNING: no development secret at {p}: created a NEW one and signed with it.\n\
+             A Herald started from another directory uses its own secret and will refuse this token\n\
+             (\"the token's signature does not match\"). Run `herald token` where Herald runs,\n\
+             or give both the same HERALD_DATA_DIR or HERALD_JWT_SECRET.",
+            p = path.display()
+        );
+    } else {
+        eprintln!("herald token: signed with the development secret {}", path.display());
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Background};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::storage::{Store, WriterLock};
 use crate::ws::{self, WsState};
 use crate::{auth, grpc, http};
@@ -35,6 +35,21 @@ const WS_DRAIN: Duration = Duration::from_secs(2);
 impl Herald {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let verifier = auth::verifier(&config)?;
+        // Bound first: a taken port is reported before anything is migrated.
+        let listener = TcpListener::bind(config.addr).await.with_context(|| {
+            format!("binding {} (HERALD_ADDR): is another program using it?", config.addr)
+        })?;
+        let redis = config.app.cluster.as_ref().map_or("none (single node)".into(), |c| {
+            format!("{} channel {}", config::redacted(&c.redis_url), c.channel)
+        });
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            database = %config::redacted(&config.database_url),
+            %redis,
+            node_id = %config.app.node_id,
+            auth = %auth::describe(&config),
+            "herald starting"
+        );
         if config.database_url.starts_with("sqlite:") {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("creating {}", config.data_dir.display()))?;
@@ -46,7 +61,7 @@ impl Herald {
         };
         let store = Store::connect(&config.database_url, config.db_pool_size)
             .await
-            .context("opening the database")?;
+            .with_context(|| format!("opening the database {}", config::redacted(&config.database_url)))?;
         let (app, background) = App::start(store, config.app.clone()).await?;
         let (grpc, health) = grpc::routes(app.clone(), verifier.clone()).await?;
         let grpc = grpc::client_faults(grpc.into_axum_router());
@@ -58,8 +73,6 @@ impl Herald {
             web = web.layer(cors);
         }
         let router = grpc.merge(web).fallback(http::not_found);
-        let listener =
-            TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
         Ok(Self {
             listener,
             router,

@@ -215,6 +215,24 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     opts.open(path)?.write_all(contents.as_bytes())
 }
 
+/// Where the development secret lives (whether or not it exists yet).
+pub fn dev_secret_path(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join(DEV_SECRET_FILE)
+}
+
+/// How tokens are verified, for the start-up log.
+pub fn describe(config: &Config) -> String {
+    match (&config.auth.public_key_file, &config.auth.secret) {
+        (Some(file), _) => format!(
+            "{} with the public key {}",
+            config.auth.algorithm.as_deref().unwrap_or("RS256"),
+            file.display()
+        ),
+        (None, Some(_)) => "HS256 with HERALD_JWT_SECRET".into(),
+        (None, None) => format!("HS256 with the development secret {}", dev_secret_path(config).display()),
+    }
+}
+
 /// The verifier the configuration asks for.
 pub fn verifier(config: &Config) -> anyhow::Result<Verifier> {
     if let Some(file) = &config.auth.public_key_file {

@@ -47,6 +47,27 @@ fn of_running_execution() -> sea_orm::sea_query::SimpleExpr {
     )
 }
 
+/// How long start-up waits for PostgreSQL to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One connection before the pool: the pool retries a refused connection
+/// until its acquire timeout and then reports only "pool timed out", while a
+/// plain connect fails at once with the cause.
+async fn probe_postgres(url: &str) -> anyhow::Result<()> {
+    use sea_orm::sqlx::Connection;
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let at = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    match tokio::time::timeout(CONNECT_TIMEOUT, sea_orm::sqlx::PgConnection::connect(url)).await {
+        Err(_) => anyhow::bail!("no answer from the database at {at} within {CONNECT_TIMEOUT:?}"),
+        Ok(Err(e)) => anyhow::bail!("cannot connect to the database at {at}: {e}"),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
@@ -63,6 +84,9 @@ impl Store {
     /// a 64 MiB page cache, 256 MiB of memory-mapped I/O, and checkpoints
     /// left to [`Store::checkpoint`].
     pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        if url.starts_with("postgres") {
+            probe_postgres(url).await?;
+        }
         let mut opts = ConnectOptions::new(url.to_string());
         opts.max_connections(pool_size)
             .min_connections(1)

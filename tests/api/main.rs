@@ -17,6 +17,7 @@ mod resume;
 mod security;
 mod seed000;
 mod sse;
+mod startup;
 mod tasks;
 mod tooling;
 mod watch;
