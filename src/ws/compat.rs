@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, interval_at, sleep_until};
 
 use super::protocol::{close, timestamp};
-use super::{RateLimit, Slot, WsState, close_with};
+use super::{RateLimit, Slot, WsState, answer_close, close_with, refuse_input};
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 use crate::app::{End, Subscription};
@@ -98,7 +98,9 @@ pub async fn run(
                         return;
                     }
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(Message::Close(_))) => return answer_close(&mut sink).await,
+                Some(Err(e)) => return refuse_input(&mut sink, &e).await,
+                None => return,
                 Some(Ok(_)) => {}
             },
             _ = heartbeat.tick() => {

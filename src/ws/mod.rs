@@ -38,6 +38,36 @@ where
     let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
+/// Answers the peer's close frame: the WebSocket library queues the reply
+/// and sends it on the next flush, which a session that just stops never
+/// does (the peer would see 1006 instead of its own code).
+pub async fn answer_close<S>(sink: &mut S)
+where
+    S: futures_util::Sink<axum::extract::ws::Message> + Unpin,
+{
+    use futures_util::SinkExt;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await;
+}
+
+/// Ends a connection whose input the WebSocket library refused with the code
+/// RFC 6455 gives the reason: 1009 too big (refused from the frame header,
+/// before the payload is read), 1002 a protocol violation, 1007 invalid UTF-8.
+pub async fn refuse_input<S>(sink: &mut S, e: &axum::Error)
+where
+    S: futures_util::Sink<axum::extract::ws::Message> + Unpin,
+{
+    use tungstenite::Error;
+    let refused = std::error::Error::source(e).and_then(|inner| inner.downcast_ref::<Error>());
+    let (code, reason) = match refused {
+        Some(Error::Capacity(_)) => (1009, "message too big"),
+        Some(Error::Protocol(_)) => (1002, "protocol error"),
+        Some(Error::Utf8(_)) => (1007, "invalid UTF-8 in a text frame"),
+        _ => return,
+    };
+    tracing::debug!(error = %e, code, "websocket input refused");
+    close_with(sink, code, reason).await;
+}
+
 /// Shared by every WebSocket session of this node.
 pub struct WsState {
     pub app: App,
@@ -208,10 +238,15 @@ const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
 
 fn upgrade(ws: WebSocketUpgrade, state: &WsState) -> WebSocketUpgrade {
-    // Frames over the limit get an error frame; far over it, the socket closes
-    // with 1009 before the frame is buffered.
+    // Messages over HERALD_WS_MAX_FRAME get an error frame; past 4× the limit
+    // the socket closes with 1009. Both the frame and the message limit are
+    // set: the library checks a frame's declared length in its header, so a
+    // huge frame is refused before its payload is read (by default it would
+    // buffer up to 16 MiB first).
+    let hard_limit = state.config.max_frame.saturating_mul(4).max(1024);
     ws.protocols(["bearer"])
-        .max_message_size(state.config.max_frame.saturating_mul(4).max(1024))
+        .max_frame_size(hard_limit)
+        .max_message_size(hard_limit)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
 }

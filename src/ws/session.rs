@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 
 use super::protocol::{ClientFrame, close, error_frame, event_frame, required, snapshot_frame};
-use super::{RateLimit, Slot, WRITE_TIMEOUT, WsState, close_with, token_deadline};
+use super::{RateLimit, Slot, WRITE_TIMEOUT, WsState, answer_close, close_with, refuse_input, token_deadline};
 use crate::app::{App, End, Subscription};
 use crate::domain::{Actor, AppError, Channel, DecisionKind};
 use crate::hub::{CloseReason, Delivery};
@@ -65,7 +65,11 @@ pub async fn run(mut socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot
         let open = tokio::select! {
             msg = socket.recv() => match msg {
                 Some(Ok(msg)) => s.on_message(&mut socket, msg).await,
-                _ => false,
+                Some(Err(e)) => {
+                    refuse_input(&mut socket, &e).await;
+                    false
+                }
+                None => false,
             },
             batch = s.sub.next_batch() => s.on_deliveries(&mut socket, batch).await,
             _ = ping.tick() => s.on_ping(&mut socket).await,
@@ -100,7 +104,10 @@ impl Session {
                 }
                 return true;
             }
-            Message::Close(_) => return false,
+            Message::Close(_) => {
+                answer_close(socket).await;
+                return false;
+            }
         };
         let cfg = &self.state.config;
         let reply = if !self.rate.allow(cfg) {

@@ -12,6 +12,7 @@ mod cors;
 mod helpers;
 mod hitl;
 mod http;
+mod manners;
 mod reliability;
 mod resume;
 mod security;
