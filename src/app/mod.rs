@@ -50,6 +50,18 @@ pub struct AppSettings {
     pub cluster: Option<ClusterConfig>,
 }
 
+/// How long `/readyz` waits for each dependency.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `None` when the check passes within [`READY_TIMEOUT`], else why not.
+async fn answers_in_time(check: impl std::future::Future<Output = Result<(), AppError>>) -> Option<String> {
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {READY_TIMEOUT:?}")),
+    }
+}
+
 #[derive(Clone)]
 pub struct App {
     store: Store,
@@ -136,13 +148,23 @@ impl App {
         &self.settings.node_id
     }
 
-    /// The database, and Redis when clustered, answer.
-    pub async fn ready(&self) -> Result<(), (&'static str, AppError)> {
-        self.store.ping().await.map_err(|e| ("database", e))?;
-        if let Some(c) = &self.cluster {
-            c.ping().await.map_err(|e| ("redis", e))?;
+    /// Whether the database and, when clustered, Redis answer within
+    /// [`READY_TIMEOUT`] each: `(part, error)` for every part that does not.
+    pub async fn readiness(&self) -> Vec<(&'static str, String)> {
+        let mut failing = vec![];
+        if let Some(e) = answers_in_time(self.store.ping()).await {
+            failing.push(("database", e));
         }
-        Ok(())
+        if let Some(c) = &self.cluster
+            && let Some(e) = answers_in_time(c.ping()).await
+        {
+            failing.push(("redis", e));
+        }
+        failing
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

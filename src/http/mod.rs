@@ -87,18 +87,30 @@ pub fn no_store<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S
         ))
 }
 
+/// Ready when the database and, in a cluster, Redis answer; 503 names the
+/// failing part. The body names the node either way.
 async fn readyz(State(app): State<App>) -> Response {
-    match app.store().ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "database": "ok" })).into_response(),
-        Err(e) => {
-            e.log_if_internal();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "unreachable" })),
-            )
-                .into_response()
-        }
+    let failing = app.readiness().await;
+    let state = |part: &str| match failing.iter().find(|(p, _)| *p == part) {
+        Some(_) => "unreachable",
+        None => "ok",
+    };
+    let mut body = json!({
+        "status": if failing.is_empty() { "ready" } else { "unavailable" },
+        "node_id": app.node_id(),
+        "database": state("database"),
+        "redis": if app.is_clustered() { state("redis") } else { "not used (single node)" },
+    });
+    if failing.is_empty() {
+        return Json(body).into_response();
     }
+    for (part, error) in &failing {
+        tracing::warn!(part, %error, "not ready");
+    }
+    let parts: Vec<_> = failing.iter().map(|(p, _)| *p).collect();
+    body["failing"] = json!(parts);
+    body["message"] = format!("not ready: {} unreachable", parts.join(" and ")).into();
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 pub async fn not_found() -> AppError {

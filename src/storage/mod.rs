@@ -50,10 +50,13 @@ fn of_running_execution() -> sea_orm::sea_query::SimpleExpr {
 /// How long start-up waits for PostgreSQL to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The PostgreSQL advisory lock key under which migrations run ("herald:m").
+const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_3a6d;
+
 /// One connection before the pool: the pool retries a refused connection
 /// until its acquire timeout and then reports only "pool timed out", while a
 /// plain connect fails at once with the cause.
-async fn probe_postgres(url: &str) -> anyhow::Result<()> {
+async fn connect_postgres(url: &str) -> anyhow::Result<sea_orm::sqlx::PgConnection> {
     use sea_orm::sqlx::Connection;
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or(rest);
@@ -61,10 +64,7 @@ async fn probe_postgres(url: &str) -> anyhow::Result<()> {
     match tokio::time::timeout(CONNECT_TIMEOUT, sea_orm::sqlx::PgConnection::connect(url)).await {
         Err(_) => anyhow::bail!("no answer from the database at {at} within {CONNECT_TIMEOUT:?}"),
         Ok(Err(e)) => anyhow::bail!("cannot connect to the database at {at}: {e}"),
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-            Ok(())
-        }
+        Ok(Ok(conn)) => Ok(conn),
     }
 }
 
@@ -84,9 +84,8 @@ impl Store {
     /// a 64 MiB page cache, 256 MiB of memory-mapped I/O, and checkpoints
     /// left to [`Store::checkpoint`].
     pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
-        if url.starts_with("postgres") {
-            probe_postgres(url).await?;
-        }
+        // PostgreSQL: one connection first, which also holds the migration lock.
+        let mut lock = if url.starts_with("postgres") { Some(connect_postgres(url).await?) } else { None };
         let mut opts = ConnectOptions::new(url.to_string());
         opts.max_connections(pool_size)
             .min_connections(1)
@@ -114,7 +113,27 @@ impl Store {
             opts.max_connections(1);
         }
         let db = Database::connect(opts).await?;
-        migration::Migrator::up(&db, None).await?;
+        match &mut lock {
+            // Nodes started together on a fresh database would otherwise run
+            // the same CREATE TABLEs at once, and all but one fail ("duplicate
+            // key value violates unique constraint pg_type_typname_nsp_index").
+            Some(conn) => {
+                use sea_orm::sqlx::Executor;
+                conn.execute(sea_orm::sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK))
+                    .await?;
+                let migrated = migration::Migrator::up(&db, None).await;
+                let unlocked = conn
+                    .execute(sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK))
+                    .await;
+                migrated?;
+                unlocked?;
+            }
+            None => migration::Migrator::up(&db, None).await?,
+        }
+        if let Some(conn) = lock {
+            use sea_orm::sqlx::Connection;
+            let _ = conn.close().await;
+        }
         Ok(Self { db })
     }
 

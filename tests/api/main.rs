@@ -13,6 +13,7 @@ mod helpers;
 mod hitl;
 mod http;
 mod manners;
+mod recipe;
 mod reliability;
 mod resume;
 mod security;
