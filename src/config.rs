@@ -271,6 +271,9 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
         Some("1024"),
         "queued deliveries per subscriber before the slow-consumer policy",
     ),
+    ("HERALD_JWT_LEEWAY", Some("5s"), "clock skew allowed on exp and nbf"),
+    ("HERALD_JWT_ISSUER", None, "required iss claim [default: not checked]"),
+    ("HERALD_JWT_AUDIENCE", None, "required aud claim [default: not checked]"),
     ("HERALD_WRITE_BATCH", Some("256"), "most commands the writer commits in one transaction"),
     ("HERALD_AGENT_TIMEOUT", Some("30s"), "an agent silent this long goes offline"),
     (

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 
 use super::protocol::{ClientFrame, close, error_frame, event_frame, required, snapshot_frame};
-use super::{RateLimit, Slot, WRITE_TIMEOUT, WsState, answer_close, close_with, refuse_input, token_deadline};
+use super::{
+    RateLimit, Slot, WRITE_TIMEOUT, WsState, answer_close, close_with, refuse_input, token_deadline,
+};
 use crate::app::{App, End, Subscription};
 use crate::domain::{Actor, AppError, Channel, DecisionKind};
 use crate::hub::{CloseReason, Delivery};
