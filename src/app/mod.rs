@@ -7,6 +7,8 @@ pub mod dispatch;
 mod executions;
 mod subscription;
 mod sweeper;
+#[cfg(test)]
+pub(crate) mod test_support;
 mod writer;
 
 use std::sync::Arc;

@@ -186,3 +186,42 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::app::test_support::{admin, create_task, store, writer};
+    use crate::hub::Hub;
+
+    async fn seqs(sub: &mut Subscription) -> Vec<u64> {
+        let batch = tokio::time::timeout(Duration::from_secs(5), sub.next_batch()).await.expect("a batch");
+        batch.expect("open").iter().map(|d| d.event.seq).collect()
+    }
+
+    /// An event committed while a resumed subscription replays reaches it
+    /// twice (in the replay and in the outbox); the high-water mark lets it
+    /// through once, and what follows still arrives.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_overlap_of_replay_and_live_is_delivered_once() {
+        let (store, _dir) = store().await;
+        let hub = Hub::new();
+        let writer = writer(&store, &hub);
+        let actor = admin();
+        writer.submit(&actor, create_task("a")).await.unwrap();
+        let mut sub = Subscription::new(hub.subscriber(16), store.clone(), &actor);
+        sub.add(vec![Channel::TaskUpdates], Some(0));
+        // Registered with the hub, replay not yet read: seq 2 goes to both.
+        writer.submit(&actor, create_task("b")).await.unwrap();
+        assert_eq!(seqs(&mut sub).await, [1, 2], "the replay");
+        // The next call finds the replay done and seq 2 in the outbox, drops
+        // it and waits for seq 3.
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            writer.submit(&actor, create_task("c")).await.unwrap();
+        };
+        let (next, ()) = tokio::join!(seqs(&mut sub), later);
+        assert_eq!(next, [3], "seq 2 from the outbox was dropped");
+    }
+}

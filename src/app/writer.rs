@@ -164,3 +164,44 @@ fn fail_all(batch: Vec<Request>, err: AppError) {
         let _ = req.reply.send(Err(AppError::internal(anyhow::anyhow!("storage unavailable"))));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::app::test_support::{admin, create_task, store, writer};
+    use crate::domain::ProgressReport;
+
+    /// Three commands in one batch, the middle one failing: the other two
+    /// commit, get their own answers and seqs, and only their events are
+    /// published.
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_failing_command_leaves_the_rest_of_its_batch_committed() {
+        let (store, _dir) = store().await;
+        let hub = Hub::new();
+        let mut tap = hub.tap();
+        let writer = writer(&store, &hub);
+        let actor = admin();
+        let missing = Command::ReportProgress {
+            id: "nope".into(),
+            report: ProgressReport { progress: 5, ..Default::default() },
+        };
+        // On a current-thread runtime all three are queued before the writer
+        // task runs, so they are one batch.
+        let (a, bad, b) = tokio::join!(
+            writer.submit(&actor, create_task("a")),
+            writer.submit(&actor, missing),
+            writer.submit(&actor, create_task("b")),
+        );
+        let (Ok(Outcome::Task(a)), Ok(Outcome::Task(b))) = (a, b) else { panic!("both tasks created") };
+        assert!(matches!(bad, Err(AppError::NotFound(_))), "{bad:?}");
+        assert_eq!((a.last_seq, b.last_seq), (1, 2), "seqs are gap-free across the failed command");
+        assert_eq!(store.last_seq().await.unwrap(), 2);
+        for want in ["a", "b"] {
+            let e = tokio::time::timeout(Duration::from_secs(5), tap.recv()).await.unwrap().unwrap();
+            assert_eq!(e.payload.resource(), crate::domain::Channel::Task(want.into()));
+        }
+        assert!(tap.try_recv().is_err(), "nothing else was published");
+    }
+}

@@ -18,27 +18,9 @@ use crate::helpers::{Backend, SECRET, TestApp};
 /// The `herald-bench` binary, built once per test process.
 fn bench_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("HERALD_BENCH_BIN") {
-            return PathBuf::from(bin);
-        }
-        // This binary is target/<profile>/deps/api-<hash>.
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.args(["build", "--quiet", "--package", "herald-bench", "--manifest-path"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir);
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("runs cargo");
-        assert!(status.success(), "cargo build -p herald-bench failed");
-        let bin = profile_dir.join(format!("herald-bench{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.is_file(), "no {}", bin.display());
-        bin
+    BIN.get_or_init(|| match std::env::var_os("HERALD_BENCH_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => crate::helpers::cargo_build(&["--package", "herald-bench"], "herald-bench"),
     })
     .clone()
 }

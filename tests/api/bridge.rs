@@ -132,7 +132,8 @@ async fn tokens_come_from_query_header_or_subprotocol_and_can_be_refreshed() {
             assert_eq!(resp.headers()["sec-websocket-protocol"], "bearer");
         }
         use futures_util::StreamExt;
-        let welcome = stream.next().await.unwrap().unwrap();
+        let welcome =
+            tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
         assert!(welcome.to_text().unwrap().contains("connected"));
     }
 

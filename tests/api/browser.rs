@@ -2,9 +2,8 @@
 //! over WebDriver (chromedriver + fantoccini): what a person sees and clicks,
 //! against the real server. Screenshots go to `target/browser-screenshots/`.
 //! Without Debian's `chromium` and `chromium-driver` the tests say `SKIPPED`
-//! and pass; `.ci/run` installs both, so they run in CI.
+//! and pass, except under `CI=true`, where they fail; `.ci/run` installs both.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use herald::domain::Role;
 use herald::proto::{self as pb, executor_command::Command as Cmd, report_event_request::Event as Ev};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, next};
+use crate::helpers::{Backend, TestApp, next, skip};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -71,14 +70,11 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    /// A browser, or `None` after saying loudly that the test was skipped.
+    /// A browser, or `None` after [`skip`] (which fails the test under `CI=true`).
     pub(crate) async fn start(test: &'static str) -> Option<Self> {
         let driver_bin = chromedriver();
         if !Path::new(CHROMIUM).is_file() || driver_bin.is_none() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: needs {CHROMIUM} and chromedriver (apt-get install chromium chromium-driver)"
-            );
+            skip(test, &format!("{CHROMIUM} and chromedriver (apt-get install chromium chromium-driver)"));
             return None;
         }
         let turn = ONE_BROWSER.lock().await;

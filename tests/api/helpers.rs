@@ -24,6 +24,39 @@ use tonic::transport::{Channel, Endpoint};
 
 pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 
+/// Marks a test that cannot run here because `needs` is missing. Under
+/// `CI=true` (which `.ci/run` sets) that fails the test: in CI a skip is never
+/// a silent pass. Elsewhere it says `SKIPPED` past the harness's capture and
+/// the caller returns.
+pub fn skip(test: &str, needs: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(!ci, "{test} needs {needs}: under CI=true a missing service fails the run");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {needs}");
+}
+
+/// Builds a binary that is not one of this package's own (the bench member
+/// crate, an example) with `cargo build ARGS` into this test binary's target
+/// directory and profile, and returns its path (`target/<profile>/<path>`).
+pub fn cargo_build(args: &[&str], path: &str) -> PathBuf {
+    // This binary is target/<profile>/deps/api-<hash>.
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["build", "--quiet", "--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")])
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("runs cargo");
+    assert!(status.success(), "cargo build {args:?} failed");
+    let bin = profile_dir.join(format!("{path}{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "cargo build {args:?} made no {}", bin.display());
+    bin
+}
+
 #[derive(Clone, Debug)]
 pub enum Backend {
     Sqlite,
@@ -31,13 +64,13 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The PostgreSQL backend, or `None` after saying loudly (past the test
-    /// harness's capture) that the test was skipped.
+    /// The PostgreSQL backend, or `None` after [`skip`] (which fails the
+    /// test under `CI=true`).
     pub fn postgres(test: &str) -> Option<Self> {
         match std::env::var("HERALD_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => Some(Self::Postgres(url)),
             _ => {
-                let _ = writeln!(std::io::stderr(), "SKIPPED {test}: HERALD_TEST_POSTGRES_URL is not set");
+                skip(test, "PostgreSQL (HERALD_TEST_POSTGRES_URL)");
                 None
             }
         }
@@ -213,6 +246,16 @@ where
         .expect("an item, not an error")
 }
 
+/// Asserts that the stream ends within 5 s, with nothing more on it.
+pub async fn assert_ends<S, T: std::fmt::Debug>(stream: &mut S)
+where
+    S: tokio_stream::Stream<Item = Result<T, tonic::Status>> + Unpin,
+{
+    use tokio_stream::StreamExt;
+    let item = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("the end within 5 s");
+    assert!(item.is_none(), "expected the end of the stream, got {item:?}");
+}
+
 /// Asserts that nothing arrives on the stream for a short while.
 pub async fn assert_quiet<S, T: std::fmt::Debug>(stream: &mut S)
 where
@@ -385,13 +428,14 @@ pub struct ClusterEnv {
 }
 
 impl ClusterEnv {
-    /// `None` (after saying so loudly) when either service is not configured.
+    /// `None` (after [`skip`], which fails the test under `CI=true`) when
+    /// either service is not configured.
     pub async fn new(test: &str) -> Option<Self> {
         let redis_url = std::env::var("HERALD_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
         let (Some(Backend::Postgres(pg)), Some(redis_url)) = (Backend::postgres(test), redis_url.clone())
         else {
             if redis_url.is_none() {
-                let _ = writeln!(std::io::stderr(), "SKIPPED {test}: HERALD_TEST_REDIS_URL is not set");
+                skip(test, "Redis (HERALD_TEST_REDIS_URL)");
             }
             return None;
         };

@@ -3,7 +3,7 @@
 use herald::proto::{self as pb, TaskStatus, event::Payload, watch_task_response::Item};
 use tokio_stream::StreamExt;
 
-use crate::helpers::{Backend, TestApp, assert_quiet, next};
+use crate::helpers::{Backend, TestApp, assert_ends, assert_quiet, next};
 use crate::on_both_backends;
 use crate::tasks::{create, progress};
 
@@ -45,7 +45,7 @@ async fn watching_a_finished_task_gives_its_snapshot_and_ends() {
     let mut watch = tasks.watch_task(pb::WatchTaskRequest { id }).await.unwrap().into_inner();
     let Some(Item::Snapshot(snap)) = next(&mut watch).await.item else { panic!("snapshot first") };
     assert_eq!(snap.status(), TaskStatus::Cancelled);
-    assert!(watch.next().await.is_none());
+    assert_ends(&mut watch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
