@@ -94,7 +94,8 @@ async fn a_clients_close_is_answered_with_its_code() {
     let id = task["id"].as_str().unwrap().to_string();
     for path in [format!("/ws?token={token}"), format!("/ws/tasks/{id}?token={token}")] {
         let mut ws = Ws::open(&app, &path).await;
-        let _welcome = ws.stream.next().await;
+        let _welcome =
+            tokio::time::timeout(Duration::from_secs(5), ws.stream.next()).await.expect("a welcome");
         let frame = CloseFrame { code: CloseCode::Away, reason: "bye".into() };
         ws.stream.send(Message::Close(Some(frame))).await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(5), async {
