@@ -18,6 +18,7 @@
 //! - [`startup`], [`config`]: building and serving it all on one port.
 //! - [`cli`]: the command-line gRPC client behind `herald task …`.
 
+pub mod agui;
 pub mod app;
 pub mod auth;
 pub mod cli;

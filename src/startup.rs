@@ -68,7 +68,8 @@ impl Herald {
         let ws = WsState::new(app.clone(), verifier.clone(), config.ws.clone(), config.origins.clone());
         let mut web = http::routes(app.clone(), verifier)
             .merge(ws::routes(ws.clone()))
-            .merge(crate::sse::routes(ws.clone()));
+            .merge(crate::sse::routes(ws.clone()))
+            .merge(crate::agui::routes(ws.clone()));
         if let Some(cors) = http::cors(&config.origins) {
             web = web.layer(cors);
         }

@@ -8,6 +8,7 @@ use crate::domain::{
     Actor, AppError, AppResult, Approval, ApprovalListing, ApprovalRequest, DecisionKind, Execution,
     Permission, Report,
 };
+use crate::storage::AguiRun;
 
 /// An attached executor: its id and its command stream. Call
 /// [`App::detach_executor`] when the stream ends.
@@ -43,6 +44,44 @@ impl App {
         let id = uuid::Uuid::new_v4().to_string();
         let cmd = Command::Execute { id, agent_id: agent_id.into(), input, task_id };
         self.write_execution(actor, cmd).await
+    }
+
+    /// Starts an execution for an AG-UI run: the run (its `runId` and
+    /// `threadId`) is recorded first, so a run id is used once per tenant, and
+    /// forgotten again if the execution cannot be created.
+    pub async fn start_agui_run(
+        &self,
+        actor: &Actor,
+        agent_id: &str,
+        run_id: &str,
+        thread_id: &str,
+        input: serde_json::Value,
+    ) -> AppResult<Execution> {
+        actor.require(Permission::Execute)?;
+        for (field, v) in [("runId", run_id), ("threadId", thread_id)] {
+            if v.is_empty() || v.len() > 128 {
+                return Err(AppError::invalid(format!("{field} must have 1 to 128 characters")));
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let run = AguiRun { run_id: run_id.into(), thread_id: thread_id.into(), execution_id: id.clone() };
+        self.store.insert_agui_run(&actor.tenant, &run).await?;
+        let cmd = Command::Execute { id, agent_id: agent_id.into(), input, task_id: None };
+        match self.write_execution(actor, cmd).await {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                if let Err(forget) = self.store.delete_agui_run(&actor.tenant, run_id).await {
+                    forget.log_if_internal();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// An AG-UI run of the caller's tenant.
+    pub async fn agui_run(&self, actor: &Actor, run_id: &str) -> AppResult<AguiRun> {
+        actor.require(Permission::Read)?;
+        self.store.agui_run(&actor.tenant, run_id).await
     }
 
     /// The tenant's executions, newest first, optionally of one status.

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Nodes),
             Box::new(M0004ProgressFromLog),
             Box::new(M0005ExecutorSubject),
+            Box::new(M0006AguiRuns),
         ]
     }
 }
@@ -163,4 +164,26 @@ async fn apply(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), D
         db.execute_unprepared(sql).await?;
     }
     Ok(())
+}
+
+struct M0006AguiRuns;
+
+impl MigrationName for M0006AguiRuns {
+    fn name(&self) -> &str {
+        "m0006_agui_runs"
+    }
+}
+
+/// AG-UI runs: the client's `runId` and `threadId` for the execution that
+/// carries the run, so `GET /api/v1/agui/runs/{run_id}` finds it again.
+const M0006: &[&str] = &["CREATE TABLE agui_runs (
+        tenant TEXT NOT NULL, run_id TEXT NOT NULL, thread_id TEXT NOT NULL,
+        execution_id TEXT NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (tenant, run_id))"];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006AguiRuns {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        apply(manager, M0006).await
+    }
 }

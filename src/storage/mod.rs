@@ -6,6 +6,7 @@ mod convert;
 pub mod entities;
 mod lock;
 mod migration;
+mod runs;
 mod unit;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use sea_orm_migration::MigratorTrait;
 pub use convert::{millis, time};
 use entities::{agent, approval, event, execution, task};
 pub use lock::WriterLock;
+pub use runs::AguiRun;
 pub use unit::{Committed, KnownTasks, UnitOfWork};
 
 use crate::domain::channel::ChannelFilter;

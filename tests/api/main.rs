@@ -2,6 +2,7 @@
 //! and talks to it over real sockets.
 
 mod agents;
+mod agui;
 mod auth;
 mod bench;
 mod bridge;
