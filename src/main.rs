@@ -16,6 +16,10 @@ use herald::startup::Herald;
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
+    /// Client commands: print one JSON object per line (events exactly as
+    /// the WebSocket bridge sends them) instead of readable lines.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -30,6 +34,7 @@ enum Cmd {
         /// viewer, agent, approver or admin; repeat for several.
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
+        /// The tenant (the default tenant when omitted).
         #[arg(long)]
         tenant: Option<String>,
         /// How long the token is valid, like 30m, 1h or 7d.
@@ -42,11 +47,17 @@ enum Cmd {
     /// Register agents and send heartbeats over gRPC.
     #[command(subcommand)]
     Agent(cli::AgentCmd),
-    /// Stream events of channels (task_updates, agent_status, task:{id}, agent:{id}).
+    /// Start, list, read and cancel executions over gRPC.
+    #[command(subcommand)]
+    Execution(cli::ExecutionCmd),
+    /// List, read and decide approvals over gRPC (an approver's or admin's token).
+    #[command(subcommand)]
+    Approval(cli::ApprovalCmd),
+    /// Stream events of channels (task_updates, agent_status, approvals, task:{id}, agent:{id}, execution:{id}).
     Events {
         #[arg(required = true)]
         channels: Vec<String>,
-        /// Resume after this seq.
+        /// Resume after this seq (0: from the start).
         #[arg(long)]
         after: Option<u64>,
     },
@@ -68,10 +79,13 @@ async fn main() -> anyhow::Result<()> {
         given.or_else(|| std::env::var(name).ok()).filter(|v| !v.trim().is_empty())
     };
     init_logging(var("HERALD_LOG"), var("HERALD_LOG_FORMAT"))?;
+    let out = cli::Output { json: cli.json };
     match cli.command.unwrap_or(Cmd::Serve) {
-        Cmd::Task(cmd) => cli::task(cmd).await,
-        Cmd::Agent(cmd) => cli::agent(cmd).await,
-        Cmd::Events { channels, after } => cli::events(channels, after).await,
+        Cmd::Task(cmd) => cli::task(cmd, out).await,
+        Cmd::Agent(cmd) => cli::agent(cmd, out).await,
+        Cmd::Execution(cmd) => cli::execution(cmd, out).await,
+        Cmd::Approval(cmd) => cli::approval(cmd, out).await,
+        Cmd::Events { channels, after } => cli::events(channels, after, out).await,
         Cmd::Serve => serve(Config::from_lookup(&var)?).await,
         Cmd::Token { sub, roles, tenant, ttl } => {
             let roles = roles

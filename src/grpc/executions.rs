@@ -9,7 +9,7 @@ use super::convert::{decision_kind_from, required_id};
 use crate::app::App;
 use crate::auth::grpc::actor;
 use crate::domain::execution::parse_json;
-use crate::domain::{AppError, Report};
+use crate::domain::{AppError, ExecutionStatus, Report};
 use crate::proto::{
     self as pb, approval_service_server::ApprovalService, execution_service_server::ExecutionService,
     executor_service_server::ExecutorService,
@@ -33,6 +33,25 @@ impl ExecutionService for Executions {
     async fn get_execution(&self, req: Request<pb::GetExecutionRequest>) -> Reply<pb::Execution> {
         let actor = actor(&req)?;
         Ok(Response::new(self.0.execution(&actor, &required_id("id", &req.get_ref().id)?).await?.into()))
+    }
+
+    async fn list_executions(
+        &self,
+        req: Request<pb::ListExecutionsRequest>,
+    ) -> Reply<pb::ListExecutionsResponse> {
+        let actor = actor(&req)?;
+        let r = req.get_ref();
+        let status = match r.status() {
+            pb::ExecutionStatus::Unspecified => None,
+            s => {
+                let name = s.as_str_name().trim_start_matches("EXECUTION_STATUS_").to_lowercase();
+                Some(ExecutionStatus::parse(&name).ok_or_else(|| AppError::invalid("unknown status"))?)
+            }
+        };
+        let executions = self.0.executions(&actor, status, r.limit).await?;
+        Ok(Response::new(pb::ListExecutionsResponse {
+            executions: executions.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn cancel_execution(&self, req: Request<pb::CancelExecutionRequest>) -> Reply<pb::Execution> {

@@ -7,6 +7,7 @@ mod auth;
 mod bench;
 mod bridge;
 mod browser;
+mod cli;
 mod cluster;
 mod compat;
 mod cors;
