@@ -48,6 +48,11 @@ class ExecutionServiceStub:
                 request_serializer=herald_dot_v1_dot_executions__pb2.GetExecutionRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_executions__pb2.Execution.FromString,
                 _registered_method=True)
+        self.ListExecutions = channel.unary_unary(
+                '/herald.v1.ExecutionService/ListExecutions',
+                request_serializer=herald_dot_v1_dot_executions__pb2.ListExecutionsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_executions__pb2.ListExecutionsResponse.FromString,
+                _registered_method=True)
         self.CancelExecution = channel.unary_unary(
                 '/herald.v1.ExecutionService/CancelExecution',
                 request_serializer=herald_dot_v1_dot_executions__pb2.CancelExecutionRequest.SerializeToString,
@@ -76,6 +81,13 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExecutions(self, request, context):
+        """The tenant's executions, newest first, optionally of one status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelExecution(self, request, context):
         """Records cancel_requested and tells the executor; the execution becomes
         CANCELLED when the executor acknowledges, or after HERALD_CANCEL_TIMEOUT.
@@ -97,6 +109,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.GetExecution,
                     request_deserializer=herald_dot_v1_dot_executions__pb2.GetExecutionRequest.FromString,
                     response_serializer=herald_dot_v1_dot_executions__pb2.Execution.SerializeToString,
+            ),
+            'ListExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutions,
+                    request_deserializer=herald_dot_v1_dot_executions__pb2.ListExecutionsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_executions__pb2.ListExecutionsResponse.SerializeToString,
             ),
             'CancelExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelExecution,
@@ -162,6 +179,33 @@ class ExecutionService:
             '/herald.v1.ExecutionService/GetExecution',
             herald_dot_v1_dot_executions__pb2.GetExecutionRequest.SerializeToString,
             herald_dot_v1_dot_executions__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.ExecutionService/ListExecutions',
+            herald_dot_v1_dot_executions__pb2.ListExecutionsRequest.SerializeToString,
+            herald_dot_v1_dot_executions__pb2.ListExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
