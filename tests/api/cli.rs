@@ -161,7 +161,7 @@ async fn every_subcommand_has_help_text() {
         for sub in subs {
             let line = text
                 .lines()
-                .find(|l| l.trim_start().split_whitespace().next() == Some(sub))
+                .find(|l| l.split_whitespace().next() == Some(sub))
                 .unwrap_or_else(|| panic!("{group} {sub} in {text}"));
             assert!(line.split_whitespace().count() > 1, "{group} {sub} has no help text: {line:?}");
         }
