@@ -249,7 +249,8 @@ class Dashboard {
     this.filter = "";
     this.tasks = new Collection("tasks", (e) => this.renderTask(e), (c) => {
       $("tasks-empty").hidden = c.size > 0;
-      setText($("tasks-count"), c.size ? `(${c.size})` : "");
+      const shown = this.filter ? [...c.entries.values()].filter((e) => !e.node.hidden).length : c.size;
+      setText($("tasks-count"), !c.size ? "" : shown === c.size ? `(${c.size})` : `(${shown} of ${c.size} shown)`);
     });
     this.agents = new Collection("agents", (e) => this.renderAgent(e), (c) => {
       $("agents-empty").hidden = c.size > 0;
@@ -317,6 +318,7 @@ class Dashboard {
     for (const entry of this.tasks.entries.values()) {
       if (entry.timeline) entry.timeline.hidden = entry.node.hidden;
     }
+    this.tasks.onRendered(this.tasks);
   }
 
   matches(entry) {
@@ -333,8 +335,10 @@ class Dashboard {
     const t = await this.api(`/api/v1/tasks?limit=${MAX_TASKS}`);
     const a = await this.api("/api/v1/agents");
     const x = await this.api(`/api/v1/executions?limit=${RECENT_EXECUTIONS}`);
-    const decided = await this.api(`/api/v1/approvals?status=decided&limit=${DECIDED_APPROVALS}`);
+    // Pending before decided: one decided in between is then in the second
+    // list, and the decided copy wins (see start).
     const pending = await this.api("/api/v1/approvals?status=pending");
+    const decided = await this.api(`/api/v1/approvals?status=decided&limit=${DECIDED_APPROVALS}`);
     return {
       tasks: t.tasks || [],
       agents: a.agents || [],
@@ -374,7 +378,8 @@ class Dashboard {
     // The API answers newest first: append in that order.
     for (const t of loaded.tasks) this.addTask(t, "append");
     for (const a of loaded.agents) this.upsertAgent(a);
-    for (const a of loaded.pending) this.addApproval(a, "append");
+    const decidedIds = new Set(loaded.decided.map((a) => a.id));
+    for (const a of loaded.pending) if (!decidedIds.has(a.id)) this.addApproval(a, "append");
     for (const a of loaded.decided) this.addApproval(a, "append");
     for (const x of loaded.executions) this.watchExecution(x.id, { agentId: x.agent_id, place: "append" });
     for (const a of loaded.pending) this.watchExecution(a.execution_id, {});

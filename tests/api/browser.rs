@@ -973,6 +973,7 @@ async fn the_dashboard_shows_history_after_a_reload() {
     let cards =
         b.js("return [...document.querySelectorAll('#approvals li')].filter((c) => !c.hidden).length").await;
     assert_eq!(cards, 0);
+    assert_eq!(b.text("#tasks-count").await, "(1 of 42 shown)");
     b.shot("filtered").await;
     b.type_into("#filter", "").await;
     b.js("document.getElementById('filter').dispatchEvent(new Event('input')); return true").await;
