@@ -1006,3 +1006,48 @@ async fn the_dashboard_shows_history_after_a_reload() {
     b.eventually("the failure after a reload", &detail, |v| v == "call · http · error: quota exceeded").await;
     b.finish().await;
 }
+
+/// On an origin listed in `HERALD_CORS_ORIGINS` the client's token check can
+/// read Herald's 401, so a refused token ends in `closed` with
+/// `unauthenticated`, exactly as on Herald's own origin; a good token connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_listed_origin_a_refused_token_is_unauthenticated() {
+    let port = free_port();
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.addr.set_port(port);
+        c.origins = herald::config::Origins::List(vec![format!("http://localhost:{port}")]);
+    })
+    .await;
+    let Some(b) = Browser::start("cors").await else { return };
+    // localhost is another origin than 127.0.0.1, where the client connects.
+    b.client.goto(&format!("http://localhost:{port}/healthz")).await.expect("open a page of another origin");
+    let forged = Minter::hs256(b"some-other-secret-that-is-32-bytes-long!")
+        .mint("mallory", &[Role::Admin], None, Duration::from_secs(3600))
+        .expect("mint");
+    let good = approver_token(&app);
+    let script = r#"
+        const [port, forged, good, done] = arguments;
+        import('/herald-client.js').then(async ({ HeraldClient }) => {
+          const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+          const settled = (c) => new Promise((resolve) => c.on('state', (s) => s.state !== 'connecting' && resolve(s)));
+          const run = async (token) => {
+            const c = new HeraldClient({ url: `ws://127.0.0.1:${port}/ws`, token, autoConnect: false,
+                                         reconnect: { initialDelay: 5000 } });
+            const s = settled(c);
+            c.connect();
+            const r = await Promise.race([s, wait(10000).then(() => ({ state: 'timeout' }))]);
+            c.close();
+            return { state: r.state, cause: r.cause ?? null, code: r.error?.code ?? null };
+          };
+          done({ bad: await run(forged), good: await run(good) });
+        }).catch((e) => done({ failed: String(e && e.stack || e) }));
+    "#;
+    let r = b
+        .client
+        .execute_async(script, vec![json!(port), json!(forged), json!(good)])
+        .await
+        .expect("the client script runs");
+    assert_eq!(r["bad"], json!({ "state": "closed", "cause": null, "code": "unauthenticated" }), "{r:#}");
+    assert_eq!(r["good"], json!({ "state": "open", "cause": null, "code": null }), "{r:#}");
+    b.finish().await;
+}
