@@ -8,6 +8,7 @@
 //!   unit of work the writer commits.
 //! - [`cluster`]: several nodes over PostgreSQL and Redis: cross-node events
 //!   put back in `seq` order, gaps filled from the log.
+//! - [`encode`]: the event's one JSON form, for every surface and the log.
 //! - [`hub`]: in-process fan-out of stored events to subscribers, with the
 //!   slow-consumer policy.
 //! - [`app`]: the use-cases every transport calls, the group-commit writer and
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod domain;
+pub mod encode;
 pub mod grpc;
 pub mod http;
 pub mod hub;

@@ -30,8 +30,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::{End, Subscription};
 use crate::domain::{Actor, AppError, AppResult, Channel};
+use crate::encode::event_value;
 use crate::hub::{CloseReason, Delivery};
-use crate::ws::protocol::{close, error_frame, event_frame, event_value};
+use crate::ws::protocol::{close, error_frame, event_frame};
 use crate::ws::{Slot, WRITE_TIMEOUT, WsState, take_slot, token_deadline};
 
 /// A comment line this often keeps proxies from closing an idle stream.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Event, EventPayload};
+use crate::domain::Event;
 use crate::storage::{millis, time};
 
 /// An event on the wire between nodes.
@@ -32,14 +32,14 @@ fn encode(e: &Event) -> String {
         ts: millis(e.timestamp),
         actor: e.actor.clone(),
         event_type: e.payload.type_name().to_string(),
-        data: e.payload.data_json(),
+        data: crate::encode::data(&e.payload),
     };
     serde_json::to_string(&wire).expect("wire events serialize")
 }
 
 fn decode(payload: &[u8]) -> Option<Event> {
     let w: Wire = serde_json::from_slice(payload).ok()?;
-    let payload = EventPayload::from_stored(&w.event_type, w.data).ok()?;
+    let payload = crate::encode::payload(&w.event_type, w.data).ok()?;
     Some(Event { seq: w.seq, tenant: w.tenant, timestamp: time(w.ts), actor: w.actor, payload })
 }
 
@@ -151,7 +151,7 @@ mod tests {
             tenant: "t".into(),
             timestamp: time(1_700_000_000_123),
             actor: "a".into(),
-            payload: EventPayload::from_stored(
+            payload: crate::encode::payload(
                 "task_created",
                 serde_json::json!({"task_id":"x","title":"T","description":"","agent_id":null,"status":"pending"}),
             )

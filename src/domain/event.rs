@@ -1,5 +1,5 @@
-//! The one event envelope and its payloads. Payloads serialize to the snake_case
-//! JSON `data` object that WebSocket clients see and that the log stores.
+//! The one event envelope and its payloads. Payloads derive the serde form of
+//! their snake_case JSON `data` object; `crate::encode` owns the JSON itself.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -171,68 +171,6 @@ impl EventPayload {
     pub fn is_collapsible(&self) -> bool {
         matches!(self, Self::TaskProgress(p) if !p.status.is_terminal())
     }
-
-    /// The JSON `data` object, as clients see it.
-    pub fn data_json(&self) -> serde_json::Value {
-        let v = match self {
-            Self::TaskCreated(p) => serde_json::to_value(p),
-            Self::TaskProgress(p) => serde_json::to_value(p),
-            Self::TaskCompleted(p) | Self::TaskFailed(p) | Self::TaskCancelled(p) => serde_json::to_value(p),
-            Self::AgentUpdate(p) => serde_json::to_value(p),
-            Self::Execution(p) => serde_json::to_value(p),
-            Self::Approval(p) => serde_json::to_value(p),
-        };
-        self.rename_detail(v.expect("payloads always serialize"))
-    }
-
-    fn rename_detail(&self, mut data: serde_json::Value) -> serde_json::Value {
-        let name = match self {
-            Self::TaskCompleted(_) => "result",
-            Self::TaskFailed(_) => "error",
-            Self::TaskCancelled(_) => "reason",
-            _ => return data,
-        };
-        if let Some(obj) = data.as_object_mut()
-            && let Some(detail) = obj.remove("detail")
-        {
-            obj.insert(name.into(), detail);
-        }
-        data
-    }
-
-    /// Rebuilds a payload from its stored type name and data.
-    pub fn from_stored(event_type: &str, data: serde_json::Value) -> Result<Self, serde_json::Error> {
-        use serde_json::from_value as from;
-        Ok(match event_type {
-            "task_created" => Self::TaskCreated(from(data)?),
-            "task_progress" => Self::TaskProgress(from(data)?),
-            "task_completed" => Self::TaskCompleted(from(data)?),
-            "task_failed" => Self::TaskFailed(from(data)?),
-            "task_cancelled" => Self::TaskCancelled(from(data)?),
-            "agent_update" => Self::AgentUpdate(from(data)?),
-            kind if data.get("approval_id").is_some() => {
-                let mut a: ApprovalEvent = from(data)?;
-                a.kind = kind.into();
-                strip(&mut a.data, &["approval_id", "execution_id"]);
-                Self::Approval(a)
-            }
-            kind => {
-                let mut e: ExecutionEvent = from(data)?;
-                e.kind = kind.into();
-                strip(&mut e.data, &["execution_id", "status"]);
-                Self::Execution(e)
-            }
-        })
-    }
-}
-
-/// `#[serde(flatten)]` also collects the named fields into the rest; drop them.
-fn strip(data: &mut serde_json::Value, keys: &[&str]) {
-    if let Some(obj) = data.as_object_mut() {
-        for k in keys {
-            obj.remove(*k);
-        }
-    }
 }
 
 /// One entry of a task's progress history: every event that changed its
@@ -277,24 +215,5 @@ impl Event {
             _ => None,
         };
         topic.into_iter().chain([self.payload.resource()]).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_round_trips_through_its_stored_form() {
-        let p = EventPayload::TaskFailed(TaskFinished {
-            task_id: "t".into(),
-            status: TaskStatus::Failed,
-            progress: 40,
-            detail: "boom".into(),
-        });
-        let data = p.data_json();
-        assert_eq!(data["error"], "boom");
-        assert_eq!(data["status"], "failed");
-        assert_eq!(EventPayload::from_stored("task_failed", data).unwrap(), p);
     }
 }

@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::auth::Verifier;
 use crate::domain::ProgressEntry;
 use crate::domain::{Actor, AgentRegistration, AppError, Channel, NewTask, ProgressReport, TaskStatus};
-use crate::ws::protocol::event_value;
+use crate::encode::event_value;
 
 #[derive(Clone)]
 pub struct ApiState {

@@ -1,7 +1,7 @@
 //! In-process fan-out: stored events go from the writer to every subscriber of
 //! their channels. Each event is wrapped once per channel in a shared
-//! [`Delivery`], which caches its encoded form, so N subscribers cost one
-//! encoding and N pointer copies. Publishing never waits on a subscriber; the
+//! [`Delivery`], which caches its JSON (from [`crate::encode`]) as bytes, so N
+//! subscribers cost one encoding and N reference-count increments. Publishing never waits on a subscriber; the
 //! slow-consumer policy lives in [`outbox`].
 
 pub mod outbox;
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use std::any::Any;
+use bytes::Bytes;
 
 pub use outbox::{CloseReason, Next, Outbox};
 
@@ -20,25 +20,19 @@ use crate::domain::{Channel, Event};
 pub struct Delivery {
     pub event: Arc<Event>,
     pub channel: Arc<str>,
-    /// A transport's encoding, in the transport's own type (the WebSocket
-    /// bridge keeps its text frame here, ready to send without a copy).
-    encoded: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// [`crate::encode::event_json`] of the event on this channel.
+    json: OnceLock<Bytes>,
 }
 
 impl Delivery {
     pub fn new(event: Arc<Event>, channel: Arc<str>) -> Self {
-        Self { event, channel, encoded: OnceLock::new() }
+        Self { event, channel, json: OnceLock::new() }
     }
 
-    /// The encoding of this delivery, computed by the first subscriber that
-    /// needs it and shared with the rest. One transport type per delivery:
-    /// asking for another type encodes without caching.
-    pub fn encoded<T: Clone + Send + Sync + 'static>(&self, encode: impl Fn(&Delivery) -> T) -> T {
-        let cached = self.encoded.get_or_init(|| Box::new(encode(self)));
-        match cached.downcast_ref::<T>() {
-            Some(v) => v.clone(),
-            None => encode(self),
-        }
+    /// The event's JSON on this channel (UTF-8 text), encoded by the first
+    /// subscriber that needs it and shared with the rest.
+    pub fn json(&self) -> Bytes {
+        self.json.get_or_init(|| crate::encode::event_json(&self.event, &self.channel)).clone()
     }
 
     fn collapse_key(&self) -> Option<(Arc<str>, String)> {

@@ -5,8 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::entities::{agent, approval, event, execution, task};
 use crate::domain::{
-    Agent, AgentStatus, AppError, Approval, DecisionKind, Event, EventPayload, Execution, ExecutionStatus,
-    Task, TaskStatus,
+    Agent, AgentStatus, AppError, Approval, DecisionKind, Event, Execution, ExecutionStatus, Task, TaskStatus,
 };
 
 pub fn millis(t: DateTime<Utc>) -> i64 {
@@ -97,8 +96,7 @@ pub fn agent_to_row(a: &Agent) -> agent::Model {
 pub fn event_from_row(m: event::Model) -> Result<Event, AppError> {
     let data: serde_json::Value =
         serde_json::from_str(&m.data).map_err(|_| corrupt("event data", &m.data))?;
-    let payload =
-        EventPayload::from_stored(&m.event_type, data).map_err(|_| corrupt("event", &m.event_type))?;
+    let payload = crate::encode::payload(&m.event_type, data).map_err(|_| corrupt("event", &m.event_type))?;
     Ok(Event { seq: m.seq as u64, tenant: m.tenant, timestamp: time(m.created_at), actor: m.actor, payload })
 }
 
@@ -111,7 +109,7 @@ pub fn event_to_row(e: &Event) -> event::Model {
         event_type: e.payload.type_name().into(),
         actor: e.actor.clone(),
         created_at: millis(e.timestamp),
-        data: serde_json::to_string(&e.payload.data_json()).expect("json serializes"),
+        data: serde_json::to_string(&crate::encode::data(&e.payload)).expect("json serializes"),
     }
 }
 

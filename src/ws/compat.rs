@@ -16,8 +16,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::{Instant, interval_at, sleep_until};
 
-use super::protocol::{close, timestamp};
+use super::protocol::close;
 use super::{RateLimit, Slot, WsState, answer_close, close_with, refuse_input};
+use crate::encode::{data, timestamp};
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 use crate::app::{End, Subscription};
@@ -176,7 +177,7 @@ fn frame(style: Style, e: &Event) -> Value {
                 "task_id": e.payload.resource().to_string().trim_start_matches("task:"),
                 "seq": e.seq,
                 "timestamp": timestamp(e),
-                "data": e.payload.data_json(),
+                "data": data(&e.payload),
             })
         }
         Style::AgentProgress => {

@@ -3,11 +3,10 @@
 //! `{"type", "seq", "channel", "timestamp", "actor", "data"}`.
 
 use axum::extract::ws::Utf8Bytes;
-use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::{AppError, Event};
+use crate::domain::AppError;
 use crate::hub::Delivery;
 
 /// Close codes the bridge uses (also in README.md).
@@ -118,26 +117,11 @@ pub fn error_frame(e: &AppError) -> String {
     json!({ "type": "error", "code": e.code(), "message": e.public_message() }).to_string()
 }
 
-pub fn timestamp(e: &Event) -> String {
-    e.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// An event as JSON, the same on the socket and in HTTP listings.
-pub fn event_value(e: &Event, channel: &str) -> Value {
-    json!({
-        "type": e.payload.type_name(),
-        "seq": e.seq,
-        "channel": channel,
-        "timestamp": timestamp(e),
-        "actor": e.actor,
-        "data": e.payload.data_json(),
-    })
-}
-
-/// The event frame of a delivery, encoded once and shared by all subscribers
-/// (cloning it is a reference-count increment).
+/// The event frame of a delivery: its JSON, encoded once and shared by all
+/// subscribers. Checking it is UTF-8 is a pass over bytes the socket copies
+/// anyway; the hub caches bytes so that one encoding serves every surface.
 pub fn event_frame(d: &Delivery) -> Utf8Bytes {
-    d.encoded(|d| Utf8Bytes::from(event_value(&d.event, &d.channel).to_string()))
+    Utf8Bytes::try_from(d.json()).expect("encode makes UTF-8 JSON")
 }
 
 /// Sent after `subscribed` when a client joins a task's (`task_snapshot`) or
