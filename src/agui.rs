@@ -289,7 +289,7 @@ impl Translator {
         }
         let (seq, ts) = (event.seq, event.timestamp.timestamp_millis());
         let kind = event.payload.type_name().to_string();
-        let d = event.payload.data_json();
+        let d = crate::encode::data(&event.payload);
         match kind.as_str() {
             "execution_created" | "cancel_requested" => {}
             "execution_started" => self.start(ts, &mut out),
