@@ -14,6 +14,9 @@ pub struct Events(pub Arc<App>);
 
 const MAX_CHANNELS: usize = 100;
 
+/// Response header of a Subscribe without `after_seq`: the seq live delivery starts after.
+const LIVE_FROM_HEADER: &str = "herald-live-from-seq";
+
 #[tonic::async_trait]
 impl EventService for Events {
     type SubscribeStream = tokio_stream::wrappers::ReceiverStream<Result<pb::Event, Status>>;
@@ -42,10 +45,22 @@ impl EventService for Events {
             self.0.check_cursor(after).await?;
         }
         let mut sub = self.0.subscription(&actor)?;
-        sub.add(channels, r.after_seq);
-        Ok(Response::new(pump(sub, crate::auth::expiry(&actor), Vec::new(), |d| {
+        // Live from here: a client that drops before its first event resumes with
+        // this as after_seq and misses nothing (the WebSocket `subscribed.seq`).
+        let live_from = match r.after_seq {
+            None => Some(sub.add_live(channels).await?),
+            Some(after) => {
+                sub.add(channels, Some(after));
+                None
+            }
+        };
+        let mut resp = Response::new(pump(sub, crate::auth::expiry(&actor), Vec::new(), |d| {
             (convert::event(&d.event, &d.channel), false)
-        })))
+        }));
+        if let Some(seq) = live_from {
+            resp.metadata_mut().insert(LIVE_FROM_HEADER, seq.into());
+        }
+        Ok(resp)
     }
 
     async fn list_events(

@@ -8,6 +8,7 @@ use crate::on_both_backends;
 use crate::tasks::{create, progress};
 
 on_both_backends!(resume_after_disconnect_and_restart);
+on_both_backends!(a_live_subscription_says_where_it_starts);
 
 fn subscribe(after_seq: Option<u64>) -> pb::SubscribeRequest {
     pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq }
@@ -57,4 +58,26 @@ async fn resume_after_disconnect_and_restart(backend: Backend) {
     tasks.report_progress(progress(&id, 60)).await.unwrap();
     assert_eq!(next(&mut feed).await.seq, last_seen + 6);
     assert_quiet(&mut feed).await;
+}
+
+/// Without a cursor, the `herald-live-from-seq` header is one: a client that
+/// drops before any event resumes from it without missing what came meanwhile.
+async fn a_live_subscription_says_where_it_starts(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.admin();
+    let mut tasks = app.tasks(&token);
+    let id = tasks.create_task(create("before")).await.unwrap().into_inner().id;
+    let before = tasks.get_task(pb::GetTaskRequest { id }).await.unwrap().into_inner().last_seq;
+    let live = app.events(&token).subscribe(subscribe(None)).await.unwrap();
+    let header = live.metadata().get("herald-live-from-seq").expect("the header");
+    let from: u64 = header.to_str().unwrap().parse().unwrap();
+    assert_eq!(from, before);
+    drop(live);
+
+    let missed = tasks.create_task(create("while away")).await.unwrap().into_inner();
+    let mut feed = app.events(&token).subscribe(subscribe(Some(from))).await.unwrap().into_inner();
+    assert_eq!(next(&mut feed).await.seq, missed.last_seq);
+    assert_quiet(&mut feed).await;
+    let with_cursor = app.events(&token).subscribe(subscribe(Some(from))).await.unwrap();
+    assert!(with_cursor.metadata().get("herald-live-from-seq").is_none());
 }

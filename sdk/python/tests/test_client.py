@@ -60,6 +60,23 @@ async def test_subscribe_resumes_across_a_herald_restart_without_loss_or_duplica
     assert got[0].data["title"] == "before the subscription" and got[0].actor == "alice"
 
 
+async def test_a_live_subscribe_dropped_before_its_first_event_misses_nothing(
+    herald: Herald, admin_token: str
+) -> None:
+    async with Client(herald.url, token=admin_token) as c:
+        await c.create_task("before: not wanted")
+        feed = c.subscribe("task_updates")  # no after_seq: live events only
+        first = asyncio.create_task(feed.__anext__())
+        await asyncio.sleep(0.5)  # subscribed, nothing delivered yet
+        herald.kill9()
+        herald.start()
+        # Created at once after the restart, most likely before the feed is back.
+        t = await _retry(lambda: c.create_task("while the feed was away"))
+        ev = await asyncio.wait_for(first, 15)
+        assert ev.type == "task_created" and ev.data["task_id"] == t.id
+        await feed.aclose()
+
+
 async def test_subscribe_refuses_an_unknown_channel(herald: Herald, admin_token: str) -> None:
     async with Client(herald.url, token=admin_token) as c:
         with pytest.raises(HeraldError) as e:

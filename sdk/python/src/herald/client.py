@@ -30,6 +30,7 @@ log = logging.getLogger("herald")
 T = TypeVar("T")
 
 _AGENT_STATUS = {"online", "busy", "idle"}
+LIVE_FROM_HEADER = "herald-live-from-seq"
 
 
 def decision_kind(kind: str) -> int:
@@ -234,6 +235,12 @@ class Client:
                 req.after_seq = max(cursor - 1, 0) if at_cursor else cursor
             call = self._events.Subscribe(req, metadata=metadata(self._token))
             try:
+                if cursor is None:
+                    # Herald says where live delivery starts: resuming from there
+                    # loses nothing even when the stream drops before any event.
+                    live_from = (await call.initial_metadata()).get(LIVE_FROM_HEADER)
+                    if live_from is not None:
+                        cursor = int(live_from)
                 async for pe in call:
                     if cursor is not None and (pe.seq < cursor or (pe.seq == cursor and pe.channel in at_cursor)):
                         continue
