@@ -315,7 +315,9 @@ export class HeraldClient {
     if (f.type === "connection" && !this._opened) return this._onWelcome(f);
     // Event frames (and task snapshots) carry a seq and a channel; replies never do.
     // (An execution's `error` event is an event, not an error reply.)
-    if (typeof f.seq === "number" && typeof f.channel === "string") return this._onEvent(f);
+    // (`subscribed` to a live channel carries the seq live delivery starts
+    // after: a reply, not an event.)
+    if (typeof f.seq === "number" && typeof f.channel === "string" && f.type !== "subscribed") return this._onEvent(f);
     if (REPLY_TYPES.has(f.type)) return this._onReply(f);
   }
 
@@ -345,6 +347,7 @@ export class HeraldClient {
       resolve: (reply) => {
         ch.confirmed = true;
         if (ch.lastSeq === null && after !== null) ch.lastSeq = after;
+        if (ch.lastSeq === null && typeof reply.seq === "number") ch.lastSeq = reply.seq;
         if (ch.lastSeq === null && this._highestSeq > 0 && !channel.startsWith("task:")) {
           // Live-only subscription: everything delivered before this reply was
           // committed before it started, and later events have a greater seq,
