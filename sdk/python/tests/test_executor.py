@@ -246,3 +246,38 @@ async def test_refusals_are_herald_errors_with_herald_codes(herald: Herald, agen
         with pytest.raises(HeraldError) as unauth:
             await c.list_tasks()
         assert unauth.value.code == "unauthenticated"
+
+
+async def test_a_decision_made_while_the_executor_is_down_reaches_the_resumed_handler_at_once(
+    herald: Herald, agent_token: str, admin_token: str, tmp_path: Path
+) -> None:
+    script = SDK / "examples" / "writer.py"
+    env = {"HERALD_URL": herald.url, "HERALD_TOKEN": agent_token, "HERALD_AGENT_ID": "writer"}
+    first = python_process(script, env, tmp_path / "executor-1.log")
+    second = None
+    try:
+        async with Client(herald.url, token=admin_token) as c:
+            e = await c.execute("writer", "email the team")
+            approval = await pending_for(c, e.id)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+
+            async def detached() -> bool:
+                return (await c.get_execution(e.id)).status == "detached"
+
+            await eventually(detached)
+            await c.decide(approval.id, "respond", message="ask the team lead first")
+            second = python_process(script, env, tmp_path / "executor-2.log")
+            done = await finished(c, e.id)
+            assert done.status == "completed", (done, (tmp_path / "executor-2.log").read_text())
+            assert done.output == {"decision": "respond", "resumed": True}
+            counts = Counter(await event_types(c, e.id))
+            assert counts["approval_required"] == 1 and counts["responded"] == 1, counts
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=5)
+                except Exception:
+                    p.kill()

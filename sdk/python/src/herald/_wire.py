@@ -100,9 +100,9 @@ def enum_name(value: int, enum: Any, prefix: str) -> str:
     return name[len(prefix) :].lower() if name.startswith(prefix) else name.lower()
 
 
-def enum_value(name: str, enum: Any, prefix: str) -> int:
+def enum_value(name: str, enum: Any, prefix: str) -> Any:
     try:
-        return int(enum.Value(prefix + name.upper()))
+        return enum.Value(prefix + name.upper())
     except ValueError:
         raise ValueError(f"unknown value {name!r}") from None
 

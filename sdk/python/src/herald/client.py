@@ -33,7 +33,7 @@ _AGENT_STATUS = {"online", "busy", "idle"}
 LIVE_FROM_HEADER = "herald-live-from-seq"
 
 
-def decision_kind(kind: str) -> int:
+def decision_kind(kind: str) -> Any:
     return enum_value(kind, executions_pb2.DecisionKind, "DECISION_KIND_")
 
 
