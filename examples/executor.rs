@@ -146,7 +146,7 @@ async fn attach(
     clients.agents.clone().register_agent(register).await?;
     // Registering leaves the agent CREATED; a first heartbeat shows it ONLINE at once.
     clients.agents.clone().heartbeat(pb::HeartbeatRequest { agent_id: agent.into(), status: 0 }).await?;
-    let attach = pb::AttachRequest { agent_id: agent.into() };
+    let attach = pb::AttachRequest { agent_id: agent.into(), ..Default::default() };
     let mut commands = clients.executor.clone().attach(attach).await?.into_inner();
     println!("attached as executor of agent {agent}; waiting for executions");
     *backoff = Duration::from_secs(1);

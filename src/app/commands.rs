@@ -59,10 +59,20 @@ pub enum Command {
         /// The token subject of that session.
         executor_subject: String,
     },
-    /// An executor attached: it takes its agent's detached and queued executions.
+    /// An executor attached: it takes the executions it says it was running
+    /// (`running`, from a session that is gone), then its agent's detached
+    /// and queued executions.
     AttachExecutor {
         agent_id: String,
         executor: String,
+        running: Vec<String>,
+    },
+    /// An attached executor takes a detached execution of its agent (failover).
+    ReattachExecution {
+        id: String,
+        executor: String,
+        /// The token subject of that session.
+        executor_subject: String,
     },
     /// An executor's stream ended: its executions wait for it to come back.
     DetachExecutor {
@@ -229,8 +239,23 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
             emit(uow, actor, now, event);
             Ok(Outcome::Execution(e))
         }
-        Command::AttachExecutor { agent_id, executor } => {
+        Command::AttachExecutor { agent_id, executor, running } => {
             let mut claimed = Vec::new();
+            for id in running {
+                let Ok(mut e) = uow.execution(tenant, &id).await else { continue };
+                // Only the same executor identity (token subject) takes a
+                // running execution over; a detached one is free to claim.
+                let same_subject = e.executor_subject.as_deref().is_none_or(|s| s == actor.subject);
+                if e.agent_id != agent_id || !same_subject {
+                    continue;
+                }
+                if let Some(event) = e.take_over(&executor, now) {
+                    e.executor_subject = Some(actor.subject.clone());
+                    uow.put_execution(e.clone(), false);
+                    emit(uow, actor, now, event);
+                    claimed.push((e, true));
+                }
+            }
             for mut e in uow.queued_executions(tenant, &agent_id).await? {
                 let resumed = e.status == crate::domain::ExecutionStatus::Detached;
                 let event = if resumed { e.reattach(&executor, now) } else { e.start(&executor, now).ok() };
@@ -242,6 +267,16 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
                 }
             }
             Ok(Outcome::Claimed(claimed))
+        }
+        Command::ReattachExecution { id, executor, executor_subject } => {
+            let mut e = uow.execution(tenant, &id).await?;
+            let event = e.reattach(&executor, now).ok_or_else(|| {
+                AppError::precondition(format!("execution {id} is {}, not detached", e.status.as_str()))
+            })?;
+            e.executor_subject = Some(executor_subject);
+            uow.put_execution(e.clone(), false);
+            emit(uow, actor, now, event);
+            Ok(Outcome::Execution(e))
         }
         Command::DetachExecutor { executor } => {
             for e in uow.executions_of(&executor).await? {

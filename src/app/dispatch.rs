@@ -2,8 +2,8 @@
 //! a bounded command queue; the dispatcher watches the stored event stream
 //! (a hub tap) and turns events into commands for the executors attached to
 //! this node: a new execution goes to an executor of its agent (claimed in the
-//! writer, so exactly one takes it), decisions and cancels go to the executor
-//! running the execution. An executor more than `COMMAND_BUFFER` commands
+//! writer, so exactly one takes it), so does a detached one (failover),
+//! decisions and cancels go to the executor running the execution. An executor more than `COMMAND_BUFFER` commands
 //! behind is detached; when it re-attaches it gets everything again.
 
 use std::collections::HashMap;
@@ -105,6 +105,12 @@ impl Dispatcher {
         chosen
     }
 
+    /// Whether a session attached to this node is running the execution.
+    pub fn runs_here(&self, execution_id: &str) -> bool {
+        let inner = self.inner.lock().expect("dispatcher lock");
+        inner.owners.get(execution_id).is_some_and(|s| inner.sessions.contains_key(s))
+    }
+
     fn owner(&self, execution_id: &str) -> Option<String> {
         self.inner.lock().expect("dispatcher lock").owners.get(execution_id).cloned()
     }
@@ -159,6 +165,26 @@ async fn on_execution(app: &App, event: &Event, e: &ExecutionEvent) {
                 app.writer.submit(&Actor::system(&event.tenant), cmd).await
             {
                 app.dispatcher.send(&session, ExecutorCommand::Execute { execution, resumed: false });
+            }
+        }
+        // Failover: an executor of the agent attached here takes over an
+        // execution whose executor went away (its stream ended, or its node
+        // died). Exactly one claim wins, on whichever node.
+        "executor_detached" => {
+            let agent_id = e.data["agent_id"].as_str().unwrap_or_default();
+            let Some((session, executor_subject)) = app.dispatcher.pick(&event.tenant, agent_id) else {
+                return;
+            };
+            let cmd = Command::ReattachExecution {
+                id: e.execution_id.clone(),
+                executor: session.clone(),
+                executor_subject,
+            };
+            if let Ok(Outcome::Execution(execution)) =
+                app.writer.submit(&Actor::system(&event.tenant), cmd).await
+                && let Err(err) = app.hand_over(&session, execution, true).await
+            {
+                err.log_if_internal();
             }
         }
         "cancel_requested" => {

@@ -10,6 +10,9 @@ use crate::domain::{
 };
 use crate::storage::AguiRun;
 
+/// The most execution ids an `Attach` may say it was running.
+const MAX_RUNNING_IDS: usize = 1000;
+
 /// An attached executor: its id and its command stream. Call
 /// [`App::detach_executor`] when the stream ends.
 pub struct ExecutorSession {
@@ -106,18 +109,37 @@ impl App {
     }
 
     /// Attaches an executor of a registered agent. It first gets the
-    /// executions it (or a predecessor) was running, with every decision made
-    /// on them, then queued ones; new executions follow as they come.
-    pub async fn attach_executor(&self, actor: &Actor, agent_id: &str) -> AppResult<ExecutorSession> {
+    /// executions it says it was running (`running`: taken over at once from
+    /// a session that is gone, e.g. on a node that just died), then those it
+    /// (or a predecessor) was running that are detached, with every decision
+    /// made on them, then queued ones; new executions follow as they come.
+    pub async fn attach_executor(
+        &self,
+        actor: &Actor,
+        agent_id: &str,
+        running: Vec<String>,
+    ) -> AppResult<ExecutorSession> {
         actor.require(Permission::Write)?;
         self.store.agent(&actor.tenant, agent_id).await.map_err(|_| {
             AppError::not_found(format!("agent {agent_id} not found; register it before attaching"))
         })?;
+        if running.len() > MAX_RUNNING_IDS {
+            return Err(AppError::invalid(format!(
+                "running_execution_ids has {} ids; the limit is {MAX_RUNNING_IDS}",
+                running.len()
+            )));
+        }
+        // An execution held by a session attached to this very node is not
+        // taken from it: that executor is alive.
+        let mut running = running;
+        running.sort();
+        running.dedup();
+        running.retain(|id| !self.dispatcher.runs_here(id));
         // The instance prefix (node id and boot id) lets other nodes, and
         // this node's next boot, tell when this process has stopped.
         let id = format!("{}/{}", self.instance, uuid::Uuid::new_v4());
         let commands = self.dispatcher.register(&id, actor, agent_id);
-        let cmd = Command::AttachExecutor { agent_id: agent_id.into(), executor: id.clone() };
+        let cmd = Command::AttachExecutor { agent_id: agent_id.into(), executor: id.clone(), running };
         let claimed = match self.writer.submit(actor, cmd).await {
             Ok(Outcome::Claimed(c)) => c,
             Ok(_) => return Err(mismatch("claimed executions")),
@@ -127,20 +149,7 @@ impl App {
             }
         };
         for (execution, resumed) in claimed {
-            let approvals = if resumed { self.store.approvals_of(&execution.id).await? } else { Vec::new() };
-            let cancel = execution.cancel_requested.then(|| ExecutorCommand::Cancel {
-                execution_id: execution.id.clone(),
-                reason: "cancel requested while the executor was away".into(),
-            });
-            self.dispatcher.send(&id, ExecutorCommand::Execute { execution, resumed });
-            for approval in approvals {
-                if let Some(decision) = approval.decision.clone() {
-                    self.dispatcher.send(&id, ExecutorCommand::Decision { approval, decision });
-                }
-            }
-            if let Some(cancel) = cancel {
-                self.dispatcher.send(&id, cancel);
-            }
+            self.hand_over(&id, execution, resumed).await?;
         }
         // An attached executor is the agent being there.
         if let Err(e) = self.heartbeat(actor, agent_id, crate::domain::AgentStatus::Online).await {
@@ -148,6 +157,31 @@ impl App {
         }
         tracing::info!(executor = %id, agent_id, tenant = %actor.tenant, "executor attached");
         Ok(ExecutorSession { id, commands })
+    }
+
+    /// Sends an execution an executor session has taken: `execute`, and for
+    /// a resumed one every decision made and a pending cancel.
+    pub(super) async fn hand_over(
+        &self,
+        session: &str,
+        execution: Execution,
+        resumed: bool,
+    ) -> AppResult<()> {
+        let approvals = if resumed { self.store.approvals_of(&execution.id).await? } else { Vec::new() };
+        let cancel = execution.cancel_requested.then(|| ExecutorCommand::Cancel {
+            execution_id: execution.id.clone(),
+            reason: "cancel requested while the executor was away".into(),
+        });
+        self.dispatcher.send(session, ExecutorCommand::Execute { execution, resumed });
+        for approval in approvals {
+            if let Some(decision) = approval.decision.clone() {
+                self.dispatcher.send(session, ExecutorCommand::Decision { approval, decision });
+            }
+        }
+        if let Some(cancel) = cancel {
+            self.dispatcher.send(session, cancel);
+        }
+        Ok(())
     }
 
     /// The executor's stream ended: its executions wait `detached` for it.

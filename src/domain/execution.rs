@@ -233,6 +233,22 @@ impl Execution {
         Some(self.status_event("executor_reattached", None))
     }
 
+    /// An executor that says it was running this execution takes it over from
+    /// a session that is gone (on a node that died, not yet noticed).
+    pub fn take_over(&mut self, executor: &str, now: DateTime<Utc>) -> Option<EventPayload> {
+        if self.status == ExecutionStatus::Detached {
+            return self.reattach(executor, now);
+        }
+        if !matches!(self.status, ExecutionStatus::Running | ExecutionStatus::AwaitingApproval)
+            || self.executor.as_deref() == Some(executor)
+        {
+            return None;
+        }
+        self.executor = Some(executor.into());
+        self.updated_at = now;
+        Some(self.status_event("executor_reattached", None))
+    }
+
     /// Fails a detached execution whose executor did not come back in time.
     pub fn abandon(&mut self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> Option<EventPayload> {
         if self.status != ExecutionStatus::Detached || self.detached_at.is_some_and(|d| d >= cutoff) {

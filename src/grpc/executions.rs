@@ -73,7 +73,8 @@ impl ExecutorService for Executors {
     async fn attach(&self, req: Request<pb::AttachRequest>) -> Reply<Self::AttachStream> {
         let actor = actor(&req)?;
         let agent_id = required_id("agent_id", &req.get_ref().agent_id)?;
-        let mut session = self.0.attach_executor(&actor, &agent_id).await?;
+        let running = req.into_inner().running_execution_ids;
+        let mut session = self.0.attach_executor(&actor, &agent_id, running).await?;
         let (tx, rx) = mpsc::channel(COMMAND_STREAM_BUFFER);
         let app = self.0.clone();
         let expires = crate::auth::expiry(&actor);

@@ -281,8 +281,11 @@ async fn the_dashboard_shows_tasks_live_and_an_approval_reaches_the_executor() {
         pb::RegisterAgentRequest { agent_id: "writer".into(), name: "Writer".into(), ..Default::default() };
     app.agents(&agent).register_agent(reg).await.expect("register");
     let mut executor = app.executors(&agent);
-    let mut commands =
-        executor.attach(pb::AttachRequest { agent_id: "writer".into() }).await.expect("attach").into_inner();
+    let mut commands = executor
+        .attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() })
+        .await
+        .expect("attach")
+        .into_inner();
     b.eventually("the agent", &attr_of("li[data-agent-id='writer']", "data-agent-status"), |v| v.is_string())
         .await;
     b.type_into("#run-agent", "writer").await;

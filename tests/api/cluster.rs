@@ -78,8 +78,11 @@ async fn a_decision_on_one_node_reaches_the_executor_on_another() {
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     a.agents(&agent).register_agent(reg).await.unwrap();
     let mut executor = a.executors(&agent);
-    let mut commands =
-        executor.attach(pb::AttachRequest { agent_id: "writer".into() }).await.unwrap().into_inner();
+    let mut commands = executor
+        .attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
 
     // Started on node B, run by the executor on node A.
     let approver = b.token("alice", &[Role::Approver], None);

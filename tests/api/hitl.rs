@@ -32,8 +32,11 @@ impl Executor {
         let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
         app.agents(token).register_agent(reg).await.unwrap();
         let mut client = app.executors(token);
-        let commands =
-            client.attach(pb::AttachRequest { agent_id: "writer".into() }).await.unwrap().into_inner();
+        let commands = client
+            .attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
         Self { client, commands }
     }
 
@@ -440,7 +443,7 @@ async fn permission_and_tenant_refusals() {
     let viewer = app.token("v", &[Role::Viewer], None);
     let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
     assert_eq!(app.executions(&viewer).execute(req).await.unwrap_err().code(), Code::PermissionDenied);
-    let attach = pb::AttachRequest { agent_id: "nobody".into() };
+    let attach = pb::AttachRequest { agent_id: "nobody".into(), ..Default::default() };
     assert_eq!(app.executors(&agent).attach(attach).await.unwrap_err().code(), Code::NotFound);
     let respond_only = decide(DecisionKind::Respond);
     let err = app.approvals(&approver).decide(respond_only).await.unwrap_err();

@@ -173,17 +173,35 @@ struct Process {
     addr: std::net::SocketAddr,
 }
 
+type ExecutorClient = pb::executor_service_client::ExecutorServiceClient<crate::helpers::Authed>;
+
 impl Process {
     async fn start(dir: &std::path::Path, addr: std::net::SocketAddr, node_id: &str) -> Self {
+        Self::start_with(dir, addr, &[("HERALD_NODE_ID", node_id)]).await
+    }
+
+    /// A node of the cluster `env` on a fresh address.
+    async fn node(env: &crate::helpers::ClusterEnv, dir: &std::path::Path, node_id: &str) -> Self {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let vars = [
+            ("HERALD_NODE_ID", node_id),
+            ("HERALD_DATABASE_URL", env.database_url.as_str()),
+            ("HERALD_REDIS_URL", env.redis_url.as_str()),
+            ("HERALD_REDIS_CHANNEL", env.channel.as_str()),
+        ];
+        Self::start_with(dir, addr, &vars).await
+    }
+
+    async fn start_with(dir: &std::path::Path, addr: std::net::SocketAddr, vars: &[(&str, &str)]) -> Self {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
             .arg("serve")
+            .env_remove("HERALD_DATABASE_URL")
+            .env_remove("HERALD_REDIS_URL")
             .env("HERALD_ADDR", addr.to_string())
             .env("HERALD_DATA_DIR", dir)
             .env("HERALD_JWT_SECRET", crate::helpers::SECRET)
-            .env("HERALD_NODE_ID", node_id)
             .env("HERALD_LOG", "warn")
-            .env_remove("HERALD_DATABASE_URL")
-            .env_remove("HERALD_REDIS_URL")
+            .envs(vars.iter().copied())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -202,11 +220,16 @@ impl Process {
         tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.expect("dies").unwrap();
     }
 
-    async fn executor(
+    async fn executor(&self, token: &str) -> (crate::hitl::Commands, ExecutorClient) {
+        self.executor_running(token, Vec::new()).await
+    }
+
+    /// Attaches an executor of "writer" that says it was running `running`.
+    async fn executor_running(
         &self,
         token: &str,
-    ) -> (crate::hitl::Commands, pb::executor_service_client::ExecutorServiceClient<crate::helpers::Authed>)
-    {
+        running: Vec<String>,
+    ) -> (crate::hitl::Commands, ExecutorClient) {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
@@ -220,8 +243,8 @@ impl Process {
             .unwrap();
         let mut client =
             pb::executor_service_client::ExecutorServiceClient::with_interceptor(channel, bearer);
-        let commands =
-            client.attach(pb::AttachRequest { agent_id: "writer".into() }).await.unwrap().into_inner();
+        let attach = pb::AttachRequest { agent_id: "writer".into(), running_execution_ids: running };
+        let commands = client.attach(attach).await.unwrap().into_inner();
         (commands, client)
     }
 }
@@ -263,4 +286,68 @@ async fn a_restart_with_a_fixed_node_id_hands_running_executions_back() {
     };
     assert_eq!((cmd.execution_id.as_str(), cmd.resumed), (id.as_str(), true));
     second.kill9().await;
+}
+
+/// An executor whose stream ends hands its execution to another executor of
+/// the agent that is attached, instead of leaving it detached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_execution_is_offered_to_an_attached_executor_of_its_agent() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (agent, approver) = tokens(&app);
+    let mut first = Executor::attach(&app, &agent).await;
+    let id = first.run(&app, &agent).await;
+    let mut second = Executor::attach(&app, &agent).await;
+    let mut ws = Ws::connect(&app, &approver).await;
+    ws.subscribe(&format!("execution:{id}"), Some(0)).await;
+    expect(&mut ws, &["execution_created", "execution_started"]).await;
+    drop(first); // its stream ends
+    let Cmd::Execute(cmd) = second.command().await else { panic!("the detached execution is offered") };
+    assert_eq!((cmd.execution_id.as_str(), cmd.resumed), (id.as_str(), true));
+    expect(&mut ws, &["executor_detached", "executor_reattached"]).await;
+    let done = second.report(&id, Ev::Complete(pb::Complete { output: "done".into() })).await;
+    assert_eq!(done.status(), pb::ExecutionStatus::Completed);
+}
+
+/// Node A is killed; its executor re-attaches to node B at once, saying which
+/// execution it was running: B hands it over without waiting for A to be
+/// declared dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_claims_its_execution_from_a_dead_node_at_once() {
+    let test = "an_executor_claims_its_execution_from_a_dead_node_at_once";
+    let Some(env) = crate::helpers::ClusterEnv::new(test).await else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let token = herald::auth::Minter::hs256(crate::helpers::SECRET.as_bytes())
+        .mint("exec-1", &[Role::Agent], None, Duration::from_secs(3600))
+        .unwrap();
+    let a = Process::node(&env, dir_a.path(), "node-a").await;
+    let b = Process::node(&env, dir_b.path(), "node-b").await;
+    let (mut commands, _client) = a.executor(&token).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer = crate::helpers::Bearer(format!("Bearer {token}").parse().unwrap());
+    let mut executions =
+        pb::execution_service_client::ExecutionServiceClient::with_interceptor(channel, bearer);
+    let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
+    let id = executions.execute(req).await.unwrap().into_inner().id;
+    let Cmd::Execute(cmd) = crate::helpers::next(&mut commands).await.command.unwrap() else {
+        panic!("execute")
+    };
+    assert_eq!(cmd.execution_id, id);
+
+    a.kill9().await;
+    let (mut commands, mut client) = b.executor_running(&token, vec![id.clone()]).await;
+    let Cmd::Execute(cmd) = crate::helpers::next(&mut commands).await.command.unwrap() else {
+        panic!("the execution it was running is handed over at once")
+    };
+    assert_eq!((cmd.execution_id.as_str(), cmd.resumed), (id.as_str(), true));
+    let req = pb::ReportEventRequest {
+        execution_id: id.clone(),
+        event: Some(Ev::Complete(pb::Complete { output: "done".into() })),
+    };
+    let done = client.report_event(req).await.unwrap().into_inner();
+    assert_eq!(done.status(), pb::ExecutionStatus::Completed);
+    b.kill9().await;
 }
