@@ -826,8 +826,11 @@ async fn the_dashboard_shows_history_after_a_reload() {
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     app.agents(&agent).register_agent(reg).await.expect("register");
     let mut executor = app.executors(&agent);
-    let mut commands =
-        executor.attach(pb::AttachRequest { agent_id: "writer".into() }).await.expect("attach").into_inner();
+    let mut commands = executor
+        .attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() })
+        .await
+        .expect("attach")
+        .into_inner();
     let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
     let id = app.executions(&approver).execute(req).await.expect("execute").into_inner().id;
     let Some(Cmd::Execute(_)) = next(&mut commands).await.command else { panic!("an EXECUTE first") };

@@ -120,10 +120,12 @@ class CancelExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
-    __slots__ = ("agent_id",)
+    __slots__ = ("agent_id", "running_execution_ids")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_EXECUTION_IDS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
-    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+    running_execution_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., running_execution_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecutorCommand(_message.Message):
     __slots__ = ("execute", "cancel", "decision")
