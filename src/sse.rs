@@ -32,7 +32,7 @@ use crate::app::{End, Subscription};
 use crate::domain::{Actor, AppError, AppResult, Channel};
 use crate::encode::event_value;
 use crate::hub::{CloseReason, Delivery};
-use crate::ws::protocol::{close, error_frame, event_frame};
+use crate::ws::protocol::{close, collapsed_frame, error_frame, event_frame};
 use crate::ws::{Slot, WRITE_TIMEOUT, WsState, take_slot, token_deadline};
 
 /// A comment line this often keeps proxies from closing an idle stream.
@@ -241,6 +241,13 @@ impl Pump {
                     continue;
                 }
                 last = d.event.seq;
+                let marker = collapsed_frame(&d)
+                    .map(|m| SseEvent::default().event("progress_collapsed").data(m.as_str()));
+                if let Some(marker) = marker
+                    && !self.send(marker).await
+                {
+                    return;
+                }
                 for event in self.copies(&d) {
                     if !self.send(event).await {
                         return;

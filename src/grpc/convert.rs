@@ -246,7 +246,20 @@ pub fn event(e: &Event, channel: &str) -> pb::Event {
         actor: e.actor.clone(),
         resource: e.payload.resource().to_string(),
         payload: Some(payload(&e.payload)),
+        progress_collapsed: None,
     }
+}
+
+/// A delivered event, with the progress reports collapsed before it, if any.
+pub fn delivery(d: &crate::hub::Delivery) -> pb::Event {
+    let mut e = event(&d.event, &d.channel);
+    e.progress_collapsed = d.collapsed.map(|c| pb::ProgressCollapsed {
+        task_id: d.resource_id(),
+        first_seq: c.first_seq,
+        last_seq: c.last_seq,
+        count: c.count,
+    });
+    e
 }
 
 pub fn decision_kind(k: DecisionKind) -> pb::DecisionKind {

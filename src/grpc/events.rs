@@ -55,7 +55,7 @@ impl EventService for Events {
             }
         };
         let mut resp = Response::new(pump(sub, crate::auth::expiry(&actor), Vec::new(), |d| {
-            (convert::event(&d.event, &d.channel), false)
+            (convert::delivery(d), false)
         }));
         if let Some(seq) = live_from {
             resp.metadata_mut().insert(LIVE_FROM_HEADER, seq.into());

@@ -96,7 +96,7 @@ impl TaskService for Tasks {
             tokio_stream::wrappers::ReceiverStream::new(rx)
         } else {
             pump(sub, crate::auth::expiry(&actor), first, |d| {
-                let event = convert::event(&d.event, &d.channel);
+                let event = convert::delivery(d);
                 (pb::WatchTaskResponse { item: Some(Item::Event(event)) }, d.event.payload.is_terminal())
             })
         };

@@ -20,13 +20,31 @@ use crate::domain::{Channel, Event};
 pub struct Delivery {
     pub event: Arc<Event>,
     pub channel: Arc<str>,
+    /// Set on one subscriber's own copy when its outbox collapsed older
+    /// progress reports of the same task into this one.
+    pub collapsed: Option<Collapsed>,
     /// [`crate::encode::event_json`] of the event on this channel.
     json: OnceLock<Bytes>,
 }
 
 impl Delivery {
     pub fn new(event: Arc<Event>, channel: Arc<str>) -> Self {
-        Self { event, channel, json: OnceLock::new() }
+        Self { event, channel, json: OnceLock::new(), collapsed: None }
+    }
+
+    /// This delivery for one subscriber, telling it which older reports of
+    /// the same task were skipped (merged with any it already told).
+    fn with_collapsed(&self, skipped: Collapsed) -> Self {
+        let collapsed = Some(self.collapsed.map_or(skipped, |c| c.merge(skipped)));
+        Self { event: self.event.clone(), channel: self.channel.clone(), json: self.json.clone(), collapsed }
+    }
+
+    /// The id of the task (or other resource) the event is about.
+    pub fn resource_id(&self) -> String {
+        match self.event.payload.resource() {
+            Channel::Task(id) | Channel::Agent(id) | Channel::Execution(id) => id,
+            other => other.to_string(),
+        }
     }
 
     /// The event's JSON on this channel (UTF-8 text), encoded by the first
@@ -40,6 +58,32 @@ impl Delivery {
             .payload
             .is_collapsible()
             .then(|| (self.channel.clone(), self.event.payload.resource().to_string()))
+    }
+}
+
+/// Progress reports of one task a slow subscriber's outbox dropped: their
+/// seqs lie in `first_seq..=last_seq` (events of other resources in between
+/// were delivered). The client resumes from its cursor if it needs them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collapsed {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub count: u64,
+}
+
+impl Collapsed {
+    /// The delivery `d` itself skipped, with what it had already skipped.
+    fn of(d: &Delivery) -> Self {
+        let own = Self { first_seq: d.event.seq, last_seq: d.event.seq, count: 1 };
+        d.collapsed.map_or(own, |c| c.merge(own))
+    }
+
+    fn merge(self, o: Self) -> Self {
+        Self {
+            first_seq: self.first_seq.min(o.first_seq),
+            last_seq: self.last_seq.max(o.last_seq),
+            count: self.count + o.count,
+        }
     }
 }
 

@@ -3,20 +3,22 @@
 //! Publishers never wait on a subscriber: `push` takes a short lock and
 //! returns. When the queue is full:
 //! 1. progress reports of a running task collapse to the latest one: the older
-//!    report of the same task leaves the queue (the newest is always kept);
+//!    report of the same task leaves the queue (the newest is always kept, and
+//!    carries a [`Collapsed`] note of the seqs skipped, which transports turn
+//!    into a `progress_collapsed` frame or field before it);
 //! 2. terminal events, agent updates and everything else are never dropped;
 //! 3. when collapsing frees no room, the outbox closes with
 //!    [`CloseReason::Overflow`]; the transport tells the client (WebSocket close
 //!    code 4008, gRPC `RESOURCE_EXHAUSTED`) and the client resumes from the last
 //!    seq it saw, losing nothing.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
-use super::Delivery;
+use super::{Collapsed, Delivery};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +59,14 @@ impl Outbox {
 
     /// Queues a delivery. Returns how many queued progress reports it collapsed,
     /// or `Err` when this push overflowed the outbox and closed it.
-    pub fn push(&self, d: Arc<Delivery>) -> Result<u64, CloseReason> {
+    pub fn push(&self, mut d: Arc<Delivery>) -> Result<u64, CloseReason> {
         let mut st = self.state.lock().expect("outbox lock");
         if let Some(r) = st.closed {
             return Err(r);
         }
         let mut collapsed = 0;
         if st.queue.len() >= self.capacity {
-            collapsed = collapse(&mut st.queue, &d);
+            collapsed = collapse(&mut st.queue, &mut d);
             if st.queue.len() >= self.capacity {
                 st.closed = Some(CloseReason::Overflow);
                 st.queue.clear();
@@ -116,23 +118,40 @@ impl Outbox {
 }
 
 /// Removes older progress reports that a newer queued (or incoming) report of
-/// the same task on the same channel supersedes. Returns how many it removed.
-fn collapse(queue: &mut VecDeque<Arc<Delivery>>, incoming: &Delivery) -> u64 {
+/// the same task on the same channel supersedes, and notes on the report kept
+/// what it superseded. Returns how many it removed.
+fn collapse(queue: &mut VecDeque<Arc<Delivery>>, incoming: &mut Arc<Delivery>) -> u64 {
+    type CollapseKey = (Arc<str>, String);
     let before = queue.len();
-    let mut newer: HashSet<(Arc<str>, String)> = HashSet::new();
+    // Key -> where its newest report is: `None` for the incoming one, else its
+    // distance from the back of `keep` (stable while we push to the front).
+    let mut newest: HashMap<CollapseKey, Option<usize>> = HashMap::new();
+    let mut skipped: HashMap<CollapseKey, Collapsed> = HashMap::new();
     if let Some(k) = incoming.collapse_key() {
-        newer.insert(k);
+        newest.insert(k, None);
     }
     // Walk newest to oldest: any report with a newer one of its key goes.
     let mut keep = VecDeque::with_capacity(queue.len());
     while let Some(d) = queue.pop_back() {
         match d.collapse_key() {
-            Some(k) if newer.contains(&k) => continue,
+            Some(k) if newest.contains_key(&k) => {
+                let c = Collapsed::of(&d);
+                skipped.entry(k).and_modify(|x| *x = x.merge(c)).or_insert(c);
+            }
             Some(k) => {
-                newer.insert(k);
                 keep.push_front(d);
+                newest.insert(k, Some(keep.len() - 1));
             }
             None => keep.push_front(d),
+        }
+    }
+    for (k, c) in skipped {
+        match newest[&k] {
+            None => *incoming = Arc::new(incoming.with_collapsed(c)),
+            Some(from_back) => {
+                let i = keep.len() - 1 - from_back;
+                keep[i] = Arc::new(keep[i].with_collapsed(c));
+            }
         }
     }
     *queue = keep;
@@ -169,10 +188,6 @@ mod tests {
         Arc::new(Delivery::new(Arc::new(event), "task_updates".into()))
     }
 
-    fn seqs(outbox: &Outbox) -> Vec<u64> {
-        outbox.drain().iter().map(|d| d.event.seq).collect()
-    }
-
     #[test]
     fn a_full_outbox_collapses_progress_of_the_same_task_to_the_latest() {
         let outbox = Outbox::new(3);
@@ -180,7 +195,19 @@ mod tests {
             outbox.push(delivery(seq, task, false)).unwrap();
         }
         assert_eq!(outbox.push(delivery(4, "a", false)), Ok(2));
-        assert_eq!(seqs(&outbox), [2, 4], "older reports of task a left; order kept");
+        let kept = outbox.drain();
+        assert_eq!(kept.iter().map(|d| d.event.seq).collect::<Vec<_>>(), [2, 4], "older reports of a left");
+        assert_eq!(kept[0].collapsed, None);
+        let skipped = Collapsed { first_seq: 1, last_seq: 3, count: 2 };
+        assert_eq!(kept[1].collapsed, Some(skipped), "the kept report says what it replaced");
+        // Collapsing again merges what was already skipped.
+        let outbox = Outbox::new(2);
+        for seq in [1, 2, 3, 4, 5] {
+            outbox.push(delivery(seq, "a", false)).unwrap();
+        }
+        let kept = outbox.drain();
+        assert_eq!(kept.iter().map(|d| d.event.seq).collect::<Vec<_>>(), [5]);
+        assert_eq!(kept[0].collapsed, Some(Collapsed { first_seq: 1, last_seq: 4, count: 4 }));
     }
 
     #[test]

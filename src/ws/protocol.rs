@@ -124,6 +124,22 @@ pub fn event_frame(d: &Delivery) -> Utf8Bytes {
     Utf8Bytes::try_from(d.json()).expect("encode makes UTF-8 JSON")
 }
 
+/// Sent before a delivery whose outbox collapsed older progress reports of
+/// its task (slow consumer): which seqs were skipped, so a client that needs
+/// every report resumes from its cursor.
+pub fn collapsed_frame(d: &Delivery) -> Option<Utf8Bytes> {
+    let c = d.collapsed?;
+    let frame = json!({
+        "type": "progress_collapsed",
+        "channel": &*d.channel,
+        "task_id": d.resource_id(),
+        "first_seq": c.first_seq,
+        "last_seq": c.last_seq,
+        "count": c.count,
+    });
+    Some(Utf8Bytes::from(frame.to_string()))
+}
+
 /// Sent after `subscribed` when a client joins a task's (`task_snapshot`) or
 /// an execution's (`execution_snapshot`) channel without a cursor: the state
 /// as stored; events with a greater seq follow.

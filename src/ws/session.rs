@@ -15,7 +15,9 @@ use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 
-use super::protocol::{ClientFrame, close, error_frame, event_frame, required, snapshot_frame};
+use super::protocol::{
+    ClientFrame, close, collapsed_frame, error_frame, event_frame, required, snapshot_frame,
+};
 use super::{
     RateLimit, Slot, WRITE_TIMEOUT, WsState, answer_close, close_with, refuse_input, token_deadline,
 };
@@ -178,6 +180,9 @@ impl Session {
         let n = batch.len();
         let write = async {
             for d in &batch {
+                if let Some(marker) = collapsed_frame(d) {
+                    socket.feed(Message::Text(marker)).await?;
+                }
                 socket.feed(Message::Text(event_frame(d))).await?;
             }
             socket.flush().await

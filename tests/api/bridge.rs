@@ -192,6 +192,13 @@ async fn a_reader_that_stops_reading_does_not_slow_anyone() {
     let token = app.admin();
     let mut slow = Ws::connect(&app, &token).await;
     slow.subscribe("task_updates", None).await;
+    // A gRPC subscriber that does not read either.
+    let mut slow_grpc = app
+        .events(&token)
+        .subscribe(pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq: None })
+        .await
+        .unwrap()
+        .into_inner();
     let mut fast = Ws::connect(&app, &token).await;
     fast.subscribe("task_updates", None).await;
     let id = task_with_progress(&app, &token).await;
@@ -219,11 +226,33 @@ async fn a_reader_that_stops_reading_does_not_slow_anyone() {
     let (_, status) = Api::new(&app, &token).get("/websocket/status").await;
     assert!(status["slow_consumer"]["progress_collapsed"].as_u64().unwrap() > 0, "{status}");
 
-    // The slow reader got fewer progress frames, in order, and the terminal one.
+    // The slow reader got fewer progress frames, in order, and the terminal
+    // one; before each report that replaced older ones, a progress_collapsed
+    // frame says which seqs were skipped.
     let mut prev = 0;
+    let mut markers = 0;
+    let mut marker: Option<Value> = None;
     loop {
         let f = slow.recv().await;
+        if f["type"] == "progress_collapsed" {
+            assert_eq!(
+                (f["channel"].as_str(), f["task_id"].as_str()),
+                (Some("task_updates"), Some(id.as_str()))
+            );
+            let (first, last) = (f["first_seq"].as_u64().unwrap(), f["last_seq"].as_u64().unwrap());
+            assert!(prev < first && first <= last && f["count"].as_u64().unwrap() >= 1, "{f}");
+            markers += 1;
+            marker = Some(f);
+            continue;
+        }
         let seq = f["seq"].as_u64().unwrap();
+        if let Some(m) = marker.take() {
+            assert!(
+                m["last_seq"].as_u64().unwrap() < seq,
+                "the marker comes before the report that replaced them"
+            );
+            assert_eq!(f["type"], "task_progress");
+        }
         assert!(seq > prev, "in order");
         prev = seq;
         if f["type"] == "task_completed" {
@@ -231,6 +260,22 @@ async fn a_reader_that_stops_reading_does_not_slow_anyone() {
         }
     }
     assert_eq!(prev, last, "the terminal event is never dropped");
+    assert!(markers > 0, "a collapsed stream says so");
+
+    // gRPC: the event after a collapse carries the skipped range.
+    let mut collapsed = 0;
+    loop {
+        let e = crate::helpers::next(&mut slow_grpc).await;
+        if let Some(c) = &e.progress_collapsed {
+            assert_eq!(c.task_id, id);
+            assert!(c.first_seq <= c.last_seq && c.last_seq < e.seq && c.count >= 1, "{c:?}");
+            collapsed += 1;
+        }
+        if e.r#type == "task_completed" {
+            break;
+        }
+    }
+    assert!(collapsed > 0, "a collapsed gRPC stream says so");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from herald.v1 import executions_pb2 as herald_dot_v1_dot_executions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/events.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aherald/v1/executions.proto\"J\n\x10SubscribeRequest\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x16\n\tafter_seq\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_after_seq\"F\n\x11ListEventsRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"6\n\x12ListEventsResponse\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.herald.v1.Event\"\xa0\x04\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x10\n\x08resource\x18\x06 \x01(\t\x12.\n\x0ctask_created\x18\n \x01(\x0b\x32\x16.herald.v1.TaskCreatedH\x00\x12\x30\n\rtask_progress\x18\x0b \x01(\x0b\x32\x17.herald.v1.TaskProgressH\x00\x12\x32\n\x0etask_completed\x18\x0c \x01(\x0b\x32\x18.herald.v1.TaskCompletedH\x00\x12,\n\x0btask_failed\x18\r \x01(\x0b\x32\x15.herald.v1.TaskFailedH\x00\x12\x32\n\x0etask_cancelled\x18\x0e \x01(\x0b\x32\x18.herald.v1.TaskCancelledH\x00\x12.\n\x0c\x61gent_update\x18\x0f \x01(\x0b\x32\x16.herald.v1.AgentUpdateH\x00\x12\x34\n\x0f\x65xecution_event\x18\x10 \x01(\x0b\x32\x19.herald.v1.ExecutionEventH\x00\x12\x32\n\x0e\x61pproval_event\x18\x11 \x01(\x0b\x32\x18.herald.v1.ApprovalEventH\x00\x42\t\n\x07payload\"`\n\x0e\x45xecutionEvent\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.herald.v1.ExecutionStatus\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\"H\n\rApprovalEvent\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\"{\n\x0bTaskCreated\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12%\n\x06status\x18\x05 \x01(\x0e\x32\x15.herald.v1.TaskStatus\"\x94\x01\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x03 \x01(\r\x12\x0c\n\x04step\x18\x04 \x01(\t\x12\x0c\n\x04tool\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\x08\"i\n\rTaskCompleted\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x03 \x01(\r\x12\x0e\n\x06result\x18\x04 \x01(\t\"e\n\nTaskFailed\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x03 \x01(\r\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"i\n\rTaskCancelled\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\"y\n\x0b\x41gentUpdate\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.herald.v1.AgentStatus\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t*\xad\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x1b\n\x17TASK_STATUS_IN_PROGRESS\x10\x02\x12\x19\n\x15TASK_STATUS_COMPLETED\x10\x03\x12\x16\n\x12TASK_STATUS_FAILED\x10\x04\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x05*\xa6\x01\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41GENT_STATUS_CREATED\x10\x01\x12\x17\n\x13\x41GENT_STATUS_ONLINE\x10\x02\x12\x15\n\x11\x41GENT_STATUS_BUSY\x10\x03\x12\x15\n\x11\x41GENT_STATUS_IDLE\x10\x04\x12\x18\n\x14\x41GENT_STATUS_OFFLINE\x10\x05\x32\x97\x01\n\x0c\x45ventService\x12<\n\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x10.herald.v1.Event0\x01\x12I\n\nListEvents\x12\x1c.herald.v1.ListEventsRequest\x1a\x1d.herald.v1.ListEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/events.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aherald/v1/executions.proto\"J\n\x10SubscribeRequest\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x16\n\tafter_seq\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x0c\n\n_after_seq\"F\n\x11ListEventsRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"6\n\x12ListEventsResponse\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.herald.v1.Event\"\xda\x04\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x10\n\x08resource\x18\x06 \x01(\t\x12\x38\n\x12progress_collapsed\x18\x07 \x01(\x0b\x32\x1c.herald.v1.ProgressCollapsed\x12.\n\x0ctask_created\x18\n \x01(\x0b\x32\x16.herald.v1.TaskCreatedH\x00\x12\x30\n\rtask_progress\x18\x0b \x01(\x0b\x32\x17.herald.v1.TaskProgressH\x00\x12\x32\n\x0etask_completed\x18\x0c \x01(\x0b\x32\x18.herald.v1.TaskCompletedH\x00\x12,\n\x0btask_failed\x18\r \x01(\x0b\x32\x15.herald.v1.TaskFailedH\x00\x12\x32\n\x0etask_cancelled\x18\x0e \x01(\x0b\x32\x18.herald.v1.TaskCancelledH\x00\x12.\n\x0c\x61gent_update\x18\x0f \x01(\x0b\x32\x16.herald.v1.AgentUpdateH\x00\x12\x34\n\x0f\x65xecution_event\x18\x10 \x01(\x0b\x32\x19.herald.v1.ExecutionEventH\x00\x12\x32\n\x0e\x61pproval_event\x18\x11 \x01(\x0b\x32\x18.herald.v1.ApprovalEventH\x00\x42\t\n\x07payload\"X\n\x11ProgressCollapsed\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\"`\n\x0e\x45xecutionEvent\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.herald.v1.ExecutionStatus\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\"H\n\rApprovalEvent\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\"{\n\x0bTaskCreated\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12%\n\x06status\x18\x05 \x01(\x0e\x32\x15.herald.v1.TaskStatus\"\x94\x01\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x03 \x01(\r\x12\x0c\n\x04step\x18\x04 \x01(\t\x12\x0c\n\x04tool\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\x08\"i\n\rTaskCompleted\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x03 \x01(\r\x12\x0e\n\x06result\x18\x04 \x01(\t\"e\n\nTaskFailed\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x03 \x01(\r\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"i\n\rTaskCancelled\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\"y\n\x0b\x41gentUpdate\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.herald.v1.AgentStatus\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t*\xad\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x1b\n\x17TASK_STATUS_IN_PROGRESS\x10\x02\x12\x19\n\x15TASK_STATUS_COMPLETED\x10\x03\x12\x16\n\x12TASK_STATUS_FAILED\x10\x04\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x05*\xa6\x01\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41GENT_STATUS_CREATED\x10\x01\x12\x17\n\x13\x41GENT_STATUS_ONLINE\x10\x02\x12\x15\n\x11\x41GENT_STATUS_BUSY\x10\x03\x12\x15\n\x11\x41GENT_STATUS_IDLE\x10\x04\x12\x18\n\x14\x41GENT_STATUS_OFFLINE\x10\x05\x32\x97\x01\n\x0c\x45ventService\x12<\n\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x10.herald.v1.Event0\x01\x12I\n\nListEvents\x12\x1c.herald.v1.ListEventsRequest\x1a\x1d.herald.v1.ListEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATUS']._serialized_start=1738
-  _globals['_TASKSTATUS']._serialized_end=1911
-  _globals['_AGENTSTATUS']._serialized_start=1914
-  _globals['_AGENTSTATUS']._serialized_end=2080
+  _globals['_TASKSTATUS']._serialized_start=1886
+  _globals['_TASKSTATUS']._serialized_end=2059
+  _globals['_AGENTSTATUS']._serialized_start=2062
+  _globals['_AGENTSTATUS']._serialized_end=2228
   _globals['_SUBSCRIBEREQUEST']._serialized_start=98
   _globals['_SUBSCRIBEREQUEST']._serialized_end=172
   _globals['_LISTEVENTSREQUEST']._serialized_start=174
@@ -44,23 +44,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTEVENTSRESPONSE']._serialized_start=246
   _globals['_LISTEVENTSRESPONSE']._serialized_end=300
   _globals['_EVENT']._serialized_start=303
-  _globals['_EVENT']._serialized_end=847
-  _globals['_EXECUTIONEVENT']._serialized_start=849
-  _globals['_EXECUTIONEVENT']._serialized_end=945
-  _globals['_APPROVALEVENT']._serialized_start=947
-  _globals['_APPROVALEVENT']._serialized_end=1019
-  _globals['_TASKCREATED']._serialized_start=1021
-  _globals['_TASKCREATED']._serialized_end=1144
-  _globals['_TASKPROGRESS']._serialized_start=1147
-  _globals['_TASKPROGRESS']._serialized_end=1295
-  _globals['_TASKCOMPLETED']._serialized_start=1297
-  _globals['_TASKCOMPLETED']._serialized_end=1402
-  _globals['_TASKFAILED']._serialized_start=1404
-  _globals['_TASKFAILED']._serialized_end=1505
-  _globals['_TASKCANCELLED']._serialized_start=1507
-  _globals['_TASKCANCELLED']._serialized_end=1612
-  _globals['_AGENTUPDATE']._serialized_start=1614
-  _globals['_AGENTUPDATE']._serialized_end=1735
-  _globals['_EVENTSERVICE']._serialized_start=2083
-  _globals['_EVENTSERVICE']._serialized_end=2234
+  _globals['_EVENT']._serialized_end=905
+  _globals['_PROGRESSCOLLAPSED']._serialized_start=907
+  _globals['_PROGRESSCOLLAPSED']._serialized_end=995
+  _globals['_EXECUTIONEVENT']._serialized_start=997
+  _globals['_EXECUTIONEVENT']._serialized_end=1093
+  _globals['_APPROVALEVENT']._serialized_start=1095
+  _globals['_APPROVALEVENT']._serialized_end=1167
+  _globals['_TASKCREATED']._serialized_start=1169
+  _globals['_TASKCREATED']._serialized_end=1292
+  _globals['_TASKPROGRESS']._serialized_start=1295
+  _globals['_TASKPROGRESS']._serialized_end=1443
+  _globals['_TASKCOMPLETED']._serialized_start=1445
+  _globals['_TASKCOMPLETED']._serialized_end=1550
+  _globals['_TASKFAILED']._serialized_start=1552
+  _globals['_TASKFAILED']._serialized_end=1653
+  _globals['_TASKCANCELLED']._serialized_start=1655
+  _globals['_TASKCANCELLED']._serialized_end=1760
+  _globals['_AGENTUPDATE']._serialized_start=1762
+  _globals['_AGENTUPDATE']._serialized_end=1883
+  _globals['_EVENTSERVICE']._serialized_start=2231
+  _globals['_EVENTSERVICE']._serialized_end=2382
 # @@protoc_insertion_point(module_scope)

@@ -66,13 +66,14 @@ class ListEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("seq", "channel", "type", "timestamp", "actor", "resource", "task_created", "task_progress", "task_completed", "task_failed", "task_cancelled", "agent_update", "execution_event", "approval_event")
+    __slots__ = ("seq", "channel", "type", "timestamp", "actor", "resource", "progress_collapsed", "task_created", "task_progress", "task_completed", "task_failed", "task_cancelled", "agent_update", "execution_event", "approval_event")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_COLLAPSED_FIELD_NUMBER: _ClassVar[int]
     TASK_CREATED_FIELD_NUMBER: _ClassVar[int]
     TASK_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     TASK_COMPLETED_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +88,7 @@ class Event(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     actor: str
     resource: str
+    progress_collapsed: ProgressCollapsed
     task_created: TaskCreated
     task_progress: TaskProgress
     task_completed: TaskCompleted
@@ -95,7 +97,19 @@ class Event(_message.Message):
     agent_update: AgentUpdate
     execution_event: ExecutionEvent
     approval_event: ApprovalEvent
-    def __init__(self, seq: _Optional[int] = ..., channel: _Optional[str] = ..., type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., resource: _Optional[str] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., task_progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., task_completed: _Optional[_Union[TaskCompleted, _Mapping]] = ..., task_failed: _Optional[_Union[TaskFailed, _Mapping]] = ..., task_cancelled: _Optional[_Union[TaskCancelled, _Mapping]] = ..., agent_update: _Optional[_Union[AgentUpdate, _Mapping]] = ..., execution_event: _Optional[_Union[ExecutionEvent, _Mapping]] = ..., approval_event: _Optional[_Union[ApprovalEvent, _Mapping]] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., channel: _Optional[str] = ..., type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., resource: _Optional[str] = ..., progress_collapsed: _Optional[_Union[ProgressCollapsed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., task_progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., task_completed: _Optional[_Union[TaskCompleted, _Mapping]] = ..., task_failed: _Optional[_Union[TaskFailed, _Mapping]] = ..., task_cancelled: _Optional[_Union[TaskCancelled, _Mapping]] = ..., agent_update: _Optional[_Union[AgentUpdate, _Mapping]] = ..., execution_event: _Optional[_Union[ExecutionEvent, _Mapping]] = ..., approval_event: _Optional[_Union[ApprovalEvent, _Mapping]] = ...) -> None: ...
+
+class ProgressCollapsed(_message.Message):
+    __slots__ = ("task_id", "first_seq", "last_seq", "count")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    first_seq: int
+    last_seq: int
+    count: int
+    def __init__(self, task_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ExecutionEvent(_message.Message):
     __slots__ = ("execution_id", "status", "data")
