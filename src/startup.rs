@@ -116,7 +116,10 @@ impl Herald {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, router).with_graceful_shutdown(signal).await?;
+        let router = router.layer(axum::middleware::from_fn(crate::auth::audit::refusals));
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal)
+            .await?;
         // Upgraded sockets are not tracked by the server: give them a moment to
         // tell their clients we are restarting.
         let deadline = tokio::time::Instant::now() + WS_DRAIN;

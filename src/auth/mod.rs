@@ -3,6 +3,7 @@
 //! neither, Herald keeps a generated development secret in its data directory
 //! and refuses to listen on anything but loopback.
 
+pub mod audit;
 pub mod grpc;
 
 use std::collections::HashMap;

@@ -34,7 +34,12 @@ impl IntoResponse for AppError {
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({ "error": { "code": self.code(), "message": self.public_message() } });
-        (status, Json(body)).into_response()
+        let refusal = crate::auth::audit::Refusal::of(&self);
+        let mut res = (status, Json(body)).into_response();
+        if let Some(r) = refusal {
+            res.extensions_mut().insert(r);
+        }
+        res
     }
 }
 

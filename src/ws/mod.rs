@@ -228,7 +228,11 @@ fn authenticate(state: &WsState, q: &Handshake, headers: &HeaderMap) -> Result<A
 
 fn forbidden(e: AppError) -> Response {
     let body = json!({ "error": { "code": e.code(), "message": e.public_message() } });
-    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+    let mut res = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    if let Some(r) = crate::auth::audit::Refusal::of(&e) {
+        res.extensions_mut().insert(r);
+    }
+    res
 }
 
 /// Per-connection socket buffers. Clients send small frames, so a small read
@@ -268,7 +272,9 @@ async fn bridge(
     State(state): State<Arc<WsState>>,
     Query(q): Query<Handshake>,
     headers: HeaderMap,
+    remote: Option<Extension<crate::auth::audit::Remote>>,
 ) -> Response {
+    let remote = remote.map(|Extension(r)| r.0);
     let actor = match authenticate(&state, &q, &headers) {
         Ok(a) => a,
         Err(e) => return forbidden(e),
@@ -277,7 +283,7 @@ async fn bridge(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    upgrade(ws, &state).on_upgrade(move |socket| session::run(socket, state, actor, slot))
+    upgrade(ws, &state).on_upgrade(move |socket| session::run(socket, state, actor, slot, remote))
 }
 
 /// The seed-compatible per-task sockets; the route says which style.

@@ -41,9 +41,16 @@ struct Session {
     rate: RateLimit,
     expires: Instant,
     awaiting_pong: bool,
+    remote: Option<std::net::SocketAddr>,
 }
 
-pub async fn run(mut socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot: Slot) {
+pub async fn run(
+    mut socket: WebSocket,
+    state: Arc<WsState>,
+    actor: Actor,
+    _slot: Slot,
+    remote: Option<std::net::SocketAddr>,
+) {
     let connection_id = uuid::Uuid::new_v4().to_string();
     let sub = match state.app.subscription(&actor) {
         Ok(s) => s,
@@ -64,6 +71,7 @@ pub async fn run(mut socket: WebSocket, state: Arc<WsState>, actor: Actor, _slot
         subscribed: HashSet::new(),
         rate: RateLimit::new(),
         awaiting_pong: false,
+        remote,
     };
     loop {
         let open = tokio::select! {
@@ -130,7 +138,10 @@ impl Session {
                 Err(e) => Err(e),
             }
         };
-        let controls = reply.unwrap_or_else(|e| vec![Control::Send(error_frame(&e))]);
+        let controls = reply.unwrap_or_else(|e| {
+            crate::auth::audit::record_error("websocket", self.remote, &e);
+            vec![Control::Send(error_frame(&e))]
+        });
         for control in controls {
             let ok = match control {
                 Control::Send(text) => send(socket, Message::Text(text.into())).await,

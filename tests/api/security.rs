@@ -407,3 +407,95 @@ async fn only_the_holding_executor_reports_on_an_execution() {
     let done = app.executors(&alice).report_event(complete("real")).await.unwrap().into_inner();
     assert_eq!(done.output, "real");
 }
+
+/// Log lines of `herald::auth::audit`, captured for the whole test binary.
+fn audit_log() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOG: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let buffer: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::default());
+        let writer = move || Capture(buffer);
+        tracing_subscriber::fmt()
+            .with_env_filter("herald::auth::audit=info")
+            .with_ansi(false)
+            .with_writer(writer)
+            .try_init()
+            .expect("the security tests own the global subscriber");
+        buffer
+    })
+}
+
+struct Capture(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured line containing `marker`, retrying `provoke` while the log's
+/// rate limit (shared with concurrent tests) may have dropped it.
+async fn logged<F: std::future::Future<Output = ()>>(marker: &str, mut provoke: impl FnMut() -> F) -> String {
+    for _ in 0..6 {
+        provoke().await;
+        let text = String::from_utf8_lossy(&audit_log().lock().unwrap()).into_owned();
+        if let Some(line) = text.lines().find(|l| l.contains(marker)) {
+            return line.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    panic!("no audit line contains {marker}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_logged_without_the_token() {
+    audit_log();
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let who = format!("viewer-{}", uuid::Uuid::new_v4().simple());
+    let viewer = app.token(&who, &[Role::Viewer], None);
+
+    let line = logged(&who, || async {
+        let (status, _) = Api::new(&app, &viewer).post("/tasks", json!({ "title": "t" })).await;
+        assert_eq!(status, 403);
+    })
+    .await;
+    assert!(line.contains("permission denied") && line.contains("surface=\"http\""), "{line}");
+    assert!(line.contains("remote=127.0.0.1:"), "{line}");
+    assert!(!line.contains(&viewer), "{line}");
+
+    let by_grpc = format!("grpc-{}", uuid::Uuid::new_v4().simple());
+    let grpc_viewer = app.token(&by_grpc, &[Role::Viewer], None);
+    let line = logged(&by_grpc, || async {
+        let err = app.tasks(&grpc_viewer).create_task(create("t")).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    })
+    .await;
+    assert!(line.contains("surface=\"grpc\"") && line.contains("remote=127.0.0.1:"), "{line}");
+
+    // Inside an open socket: a decision without the approver role.
+    let by_ws = format!("ws-{}", uuid::Uuid::new_v4().simple());
+    let ws_viewer = app.token(&by_ws, &[Role::Viewer], None);
+    let line = logged(&by_ws, || async {
+        let mut ws = Ws::connect(&app, &ws_viewer).await;
+        ws.send(json!({ "type": "approve", "approval_id": "nope" })).await;
+        assert_eq!(ws.recv().await["code"], "permission_denied");
+    })
+    .await;
+    assert!(line.contains("surface=\"websocket\"") && line.contains("remote=127.0.0.1:"), "{line}");
+
+    // A forged token: counted and logged as a bad signature, never echoed.
+    let forged = herald::auth::Minter::hs256(b"another-secret-of-at-least-32-bytes!!")
+        .mint("mallory", &[Role::Admin], None, Duration::from_secs(60))
+        .unwrap();
+    let line = logged("bad_signature", || async {
+        let err = app.tasks(&forged).list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    })
+    .await;
+    assert!(line.contains("authentication failed"), "{line}");
+    let all = String::from_utf8_lossy(&audit_log().lock().unwrap()).into_owned();
+    assert!(!all.contains(&forged) && !all.contains(&viewer), "a token reached the log");
+}
