@@ -26,6 +26,19 @@ pub struct Config {
     pub origins: Origins,
     pub app: AppSettings,
     pub ws: WsConfig,
+    pub net: NetConfig,
+}
+
+/// Admission of connections (`conn`).
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// `HERALD_HEADER_READ_TIMEOUT` (10s): a new connection's first request
+    /// headers (a WebSocket handshake included) must arrive within this.
+    pub header_read_timeout: Duration,
+    /// `HERALD_MAX_CONNECTIONS_PER_IP` (1000) open at once.
+    pub max_connections_per_ip: usize,
+    /// `HERALD_CONNECTION_RATE_PER_IP` (200) new connections per second.
+    pub connection_rate_per_ip: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +181,7 @@ impl Config {
                 node_id: var("HERALD_NODE_ID")
                     .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].into()),
                 node_timeout: duration(var, "HERALD_NODE_TIMEOUT", "15s")?,
+                max_streams: parse(var, "HERALD_MAX_STREAMS", 20_000)?,
                 cluster: match var("HERALD_REDIS_URL") {
                     None => None,
                     Some(redis_url) => Some(ClusterConfig {
@@ -187,6 +201,11 @@ impl Config {
                 max_subscriptions: parse(var, "HERALD_WS_MAX_SUBSCRIPTIONS", 100)?,
                 heartbeat_interval: duration(var, "HERALD_WS_HEARTBEAT", "15s")?,
                 idle_timeout: duration(var, "HERALD_WS_IDLE_TIMEOUT", "60s")?,
+            },
+            net: NetConfig {
+                header_read_timeout: duration(var, "HERALD_HEADER_READ_TIMEOUT", "10s")?,
+                max_connections_per_ip: parse(var, "HERALD_MAX_CONNECTIONS_PER_IP", 1000)?,
+                connection_rate_per_ip: parse(var, "HERALD_CONNECTION_RATE_PER_IP", 200)?,
             },
             data_dir,
         };

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod conn;
 pub mod domain;
 pub mod encode;
 pub mod grpc;

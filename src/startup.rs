@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
+use axum::serve::Listener;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +18,7 @@ use crate::ws::{self, WsState};
 use crate::{auth, grpc, http};
 
 pub struct Herald {
-    listener: TcpListener,
+    listener: crate::conn::Admitting,
     router: axum::Router,
     app: App,
     ws: Arc<WsState>,
@@ -74,6 +74,8 @@ impl Herald {
             web = web.layer(cors);
         }
         let router = grpc.merge(web).fallback(http::not_found);
+        crate::conn::raise_open_files_limit();
+        let listener = crate::conn::Admitting::new(listener, config.net.clone());
         Ok(Self {
             listener,
             router,
@@ -109,15 +111,8 @@ impl Herald {
                 app.close_subscriptions();
             }
         };
-        // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms
-        // to small request/response exchanges.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
         let router = router.layer(axum::middleware::from_fn(crate::auth::audit::refusals));
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        axum::serve(listener, router.into_make_service_with_connect_info::<crate::auth::audit::Remote>())
             .with_graceful_shutdown(signal)
             .await?;
         // Upgraded sockets are not tracked by the server: give them a moment to

@@ -60,6 +60,11 @@ impl Dispatcher {
         rx
     }
 
+    /// Attached executor sessions on this node.
+    pub fn session_count(&self) -> usize {
+        self.inner.lock().expect("dispatcher lock").sessions.len()
+    }
+
     /// Ends every executor's command stream (shutdown).
     pub fn close_all(&self) {
         let mut inner = self.inner.lock().expect("dispatcher lock");

@@ -120,6 +120,7 @@ impl App {
         running: Vec<String>,
     ) -> AppResult<ExecutorSession> {
         actor.require(Permission::Write)?;
+        self.check_stream_room()?;
         self.store.agent(&actor.tenant, agent_id).await.map_err(|_| {
             AppError::not_found(format!("agent {agent_id} not found; register it before attaching"))
         })?;

@@ -48,6 +48,9 @@ pub struct AppSettings {
     pub node_id: String,
     /// A node not seen for this long is dead: its executors are detached.
     pub node_timeout: Duration,
+    /// `HERALD_MAX_STREAMS`: open subscriptions (gRPC streams, WebSocket and
+    /// SSE connections) and executor sessions on this node at most.
+    pub max_streams: usize,
     /// Set when this node is one of several (PostgreSQL and Redis).
     pub cluster: Option<ClusterConfig>,
 }
@@ -300,9 +303,22 @@ impl App {
         }
     }
 
+    /// Refuses a new stream when the node holds `max_streams` already.
+    fn check_stream_room(&self) -> AppResult<()> {
+        let open = self.hub.subscriber_count() + self.dispatcher.session_count();
+        if open >= self.settings.max_streams {
+            return Err(AppError::ResourceExhausted(format!(
+                "this node has reached its limit of {} open streams; try another node or later",
+                self.settings.max_streams
+            )));
+        }
+        Ok(())
+    }
+
     /// An empty subscription for the caller; add channels to it.
     pub fn subscription(&self, actor: &Actor) -> AppResult<Subscription> {
         actor.require(Permission::Read)?;
+        self.check_stream_room()?;
         let sub = self.hub.subscriber(self.settings.outbox_capacity);
         Ok(Subscription::new(sub, self.store.clone(), actor))
     }

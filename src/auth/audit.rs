@@ -24,8 +24,8 @@ use crate::domain::AppError;
 /// and their number is logged with the next line.
 pub const LOG_PER_SECOND: u32 = 20;
 
-/// The remote address of a request, for handlers that record refusals
-/// themselves (the WebSocket session).
+/// The remote address of a request (`ConnectInfo` of the node's listener),
+/// also for handlers that record refusals themselves (the WebSocket session).
 #[derive(Debug, Clone, Copy)]
 pub struct Remote(pub SocketAddr);
 
@@ -151,10 +151,11 @@ fn percent_decode(s: &str) -> String {
 /// The middleware: notes the remote address for handlers, then records the
 /// answer if it refused the caller.
 pub async fn refusals(mut req: Request, next: Next) -> Response {
-    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let remote = req.extensions().get::<ConnectInfo<Remote>>().map(|c| c.0);
     if let Some(r) = remote {
-        req.extensions_mut().insert(Remote(r));
+        req.extensions_mut().insert(r);
     }
+    let remote = remote.map(|r| r.0);
     let grpc = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)

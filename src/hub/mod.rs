@@ -177,6 +177,11 @@ impl Hub {
         }
     }
 
+    /// Open subscribers (each a gRPC stream or a socket).
+    pub fn subscriber_count(&self) -> usize {
+        self.outboxes.read().expect("hub lock").len()
+    }
+
     /// Subscriptions per channel of one tenant, by channel name.
     pub fn channel_counts(&self, tenant: &str) -> HashMap<String, usize> {
         let subs = self.subscribers.read().expect("hub lock");

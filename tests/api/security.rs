@@ -499,3 +499,88 @@ async fn refusals_are_logged_without_the_token() {
     let all = String::from_utf8_lossy(&audit_log().lock().unwrap()).into_owned();
     assert!(!all.contains(&forged) && !all.contains(&viewer), "a token reached the log");
 }
+
+/// Reads until the server closes `s` (EOF or reset); fails after `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_connections_are_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.net.header_read_timeout = Duration::from_millis(500))
+            .await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n").await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    assert!(closed_within(&mut slow, Duration::from_secs(3)).await, "a slowloris request stayed open");
+    assert!(closed_within(&mut silent, Duration::from_secs(3)).await, "a silent connection stayed open");
+    // Prompt requests, kept-alive connections and open streams are not affected.
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(app.http("/healthz")).send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(client.get(app.http("/healthz")).send().await.unwrap().status(), 200);
+    let mut ws = Ws::connect(&app, &app.admin()).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    ws.send(json!({ "type": "ping" })).await;
+    assert_eq!(ws.recv().await["type"], "pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_limited() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.net.max_connections_per_ip = 3).await;
+    // The test's gRPC channel is one connection; two more fill the quota.
+    let _a = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    assert!(closed_within(&mut refused, Duration::from_secs(2)).await, "a fourth connection was kept");
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = reqwest::Client::new().get(app.http("/healthz")).send().await.unwrap().status();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_per_second_are_limited() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.net.connection_rate_per_ip = 5).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        conns.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    let mut refused = 0;
+    for c in &mut conns {
+        if closed_within(c, Duration::from_millis(300)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5, "5 of 10 connections in one second should be refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_count_toward_the_node_limit() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.app.max_streams = 2).await;
+    let admin = app.admin();
+    let req = || pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq: None };
+    let _one = app.events(&admin).subscribe(req()).await.unwrap().into_inner();
+    let _two = Ws::connect(&app, &admin).await;
+    let err = app.events(&admin).subscribe(req()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
+    app.agents(&admin).register_agent(reg).await.unwrap();
+    #[allow(clippy::needless_update)]
+    let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
+    let err = app.executors(&admin).attach(attach).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+}
