@@ -115,7 +115,7 @@ async fn run(
             "threadId": thread_id, "runId": run_id, "messages": input.messages, "state": input.state,
             "tools": input.tools, "context": input.context, "forwardedProps": input.forwarded_props,
         });
-        let slot = take_slot(&state)?;
+        let slot = take_slot(&state, "/api/v1/agui/{agent_id}")?;
         let e = state.app.start_agui_run(&actor, &agent_id, &run_id, &thread_id, exec_input).await?;
         open(&state, actor, slot, e.id, thread_id, run_id, None)
     };
@@ -136,7 +136,7 @@ async fn rejoin(
             _ => None,
         };
         let run = state.app.agui_run(&actor, &run_id).await?;
-        let slot = take_slot(&state)?;
+        let slot = take_slot(&state, "/api/v1/agui/runs/{run_id}")?;
         open(&state, actor, slot, run.execution_id, run.thread_id, run_id, cursor)
     };
     joined.await.unwrap_or_else(IntoResponse::into_response)

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 
 use crate::app::AppSettings;
 use crate::cluster::ClusterConfig;
+use crate::telemetry::MetricsConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,6 +28,7 @@ pub struct Config {
     pub app: AppSettings,
     pub ws: WsConfig,
     pub net: NetConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Admission of connections (`conn`).
@@ -201,6 +203,13 @@ impl Config {
                 max_subscriptions: parse(var, "HERALD_WS_MAX_SUBSCRIPTIONS", 100)?,
                 heartbeat_interval: duration(var, "HERALD_WS_HEARTBEAT", "15s")?,
                 idle_timeout: duration(var, "HERALD_WS_IDLE_TIMEOUT", "60s")?,
+            },
+            metrics: MetricsConfig {
+                addr: match var("HERALD_METRICS_ADDR") {
+                    Some(_) => Some(parse(var, "HERALD_METRICS_ADDR", addr)?),
+                    None => None,
+                },
+                token: var("HERALD_METRICS_TOKEN"),
             },
             net: NetConfig {
                 header_read_timeout: duration(var, "HERALD_HEADER_READ_TIMEOUT", "10s")?,

@@ -17,6 +17,7 @@
 //! - [`grpc`], [`http`], [`ws`]: transport adapters over [`app`]; `ws` is the
 //!   JSON WebSocket bridge.
 //! - [`startup`], [`config`]: building and serving it all on one port.
+//! - [`telemetry`]: Prometheus metrics and the per-request tracing span.
 //! - [`cli`]: the command-line gRPC client behind `herald task …`.
 
 pub mod agui;
@@ -35,4 +36,5 @@ pub mod proto;
 pub mod sse;
 pub mod startup;
 pub mod storage;
+pub mod telemetry;
 pub mod ws;

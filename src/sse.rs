@@ -164,7 +164,7 @@ async fn open(state: Arc<WsState>, q: Option<String>, headers: &HeaderMap) -> Ap
         _ => None,
     };
     let cursor = last_event_id.or(query.after_seq.map(|seq| Cursor { seq, through: None }));
-    let slot = take_slot(&state)?;
+    let slot = take_slot(&state, "/api/v1/stream")?;
     let mut sub = state.app.subscription(&actor)?;
     let start = match cursor {
         Some(c) => {
@@ -255,7 +255,7 @@ impl Pump {
                     sent += 1;
                 }
             }
-            self.state.count_sent(sent);
+            self.state.count_sent_over(sent, "sse");
         }
     }
 

@@ -15,7 +15,7 @@ use crate::app::{App, Background};
 use crate::config::{self, Config};
 use crate::storage::{Store, WriterLock};
 use crate::ws::{self, WsState};
-use crate::{auth, grpc, http};
+use crate::{auth, grpc, http, telemetry};
 
 pub struct Herald {
     listener: crate::conn::Admitting,
@@ -27,6 +27,8 @@ pub struct Herald {
     shutdown: CancellationToken,
     /// A lone node's claim to be the database's only writer (none in a cluster).
     writer_lock: Option<WriterLock>,
+    /// `/metrics` on its own listener (`HERALD_METRICS_ADDR`).
+    metrics_apart: Option<(TcpListener, axum::Router)>,
 }
 
 /// How long shutdown waits for WebSocket sessions to send their 1012 close.
@@ -73,7 +75,29 @@ impl Herald {
         if let Some(cors) = http::cors(&config.origins) {
             web = web.layer(cors);
         }
-        let router = grpc.merge(web).fallback(http::not_found);
+        telemetry::handle();
+        let metrics = telemetry::routes(app.clone(), &config.metrics);
+        let mut router = grpc.merge(web);
+        let metrics_apart = match config.metrics.addr {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (metrics)"))?;
+                Some((l, metrics))
+            }
+            None => {
+                router = router.merge(metrics);
+                None
+            }
+        };
+        let router =
+            router.fallback(http::not_found).layer(axum::middleware::from_fn(telemetry::track)).layer(
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(telemetry::request_span)
+                    .on_request(())
+                    .on_response(telemetry::on_response)
+                    // Internal errors are logged once, where they are mapped.
+                    .on_failure(())
+                    .on_eos(telemetry::on_eos),
+            );
         crate::conn::raise_open_files_limit();
         let listener = crate::conn::Admitting::new(listener, config.net.clone());
         Ok(Self {
@@ -85,11 +109,17 @@ impl Herald {
             background,
             shutdown: CancellationToken::new(),
             writer_lock,
+            metrics_apart,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Where `/metrics` is served when it has its own listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_apart.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Cancel it to shut down gracefully.
@@ -100,8 +130,13 @@ impl Herald {
     /// Serves until the shutdown token is cancelled, then ends every stream,
     /// lets requests in flight finish, and stores what the writer has queued.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { listener, router, app, ws, health, background, shutdown, writer_lock } = self;
+        let Self { listener, router, app, ws, health, background, shutdown, writer_lock, metrics_apart } =
+            self;
         tracing::info!(addr = %listener.local_addr()?, "herald listening");
+        let metrics_server = metrics_apart.map(|(l, router)| {
+            tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening");
+            tokio::spawn(telemetry::serve_apart(l, router, shutdown.clone()))
+        });
         let signal = {
             let shutdown = shutdown.clone();
             let app = app.clone();
@@ -122,6 +157,9 @@ impl Herald {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         background.stop().await;
+        if let Some(m) = metrics_server {
+            let _ = m.await;
+        }
         drop(writer_lock);
         tracing::info!("herald stopped");
         Ok(())

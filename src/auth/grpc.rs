@@ -10,6 +10,7 @@ pub fn interceptor(verifier: Verifier) -> impl Fn(Request<()>) -> Result<Request
     move |mut req: Request<()>| {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let actor = verifier.verify_bearer(header).map_err(Status::from)?;
+        crate::telemetry::record_caller(&actor);
         req.extensions_mut().insert(actor);
         Ok(req)
     }

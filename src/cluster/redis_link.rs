@@ -65,6 +65,8 @@ pub async fn publish(
                     Ok(c) => {
                         if attempt > 0 {
                             tracing::info!(attempts = attempt, "redis publisher reconnected");
+                            metrics::counter!("herald_redis_reconnects_total", "link" => "publish")
+                                .increment(1);
                         }
                         attempt = 0;
                         conn = Some(c);
@@ -111,6 +113,7 @@ pub async fn subscribe(
                     attempts = attempt,
                     "redis subscription restored; gaps are filled from the log"
                 );
+                metrics::counter!("herald_redis_reconnects_total", "link" => "subscribe").increment(1);
             }
             attempt = 0;
             let mut messages = pubsub.on_message();

@@ -72,6 +72,7 @@ impl Sequencer {
             match self.store.events_between(from, upto, FILL_PAGE).await {
                 Ok(events) if !events.is_empty() => {
                     tracing::info!(from, count = events.len(), "filled a gap from the event log");
+                    metrics::counter!("herald_cluster_gap_fills_total").increment(events.len() as u64);
                     for e in events {
                         self.accept(Arc::new(e));
                     }

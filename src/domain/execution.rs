@@ -30,6 +30,16 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Running,
+        Self::AwaitingApproval,
+        Self::Detached,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }

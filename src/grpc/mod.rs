@@ -167,6 +167,8 @@ pub fn pump<T: Send + 'static>(
             };
             match batch {
                 Ok(batch) => {
+                    metrics::counter!("herald_deliveries_total", "transport" => "grpc")
+                        .increment(batch.len() as u64);
                     for d in batch {
                         let (msg, last) = map(&d);
                         if tx.send(Ok(msg)).await.is_err() || last {

@@ -30,7 +30,9 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = AppError;
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, AppError> {
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        state.verifier.verify_bearer(header).map(Caller)
+        let actor = state.verifier.verify_bearer(header)?;
+        crate::telemetry::record_caller(&actor);
+        Ok(Caller(actor))
     }
 }
 

@@ -141,6 +141,8 @@ impl Hub {
     /// Hands a stored event to every subscriber of its channels.
     pub fn publish(&self, event: Arc<Event>) {
         self.published.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("herald_events_published_total", "type" => event.payload.type_name().to_string())
+            .increment(1);
         for tap in self.taps.read().expect("hub lock").iter() {
             let _ = tap.send(event.clone());
         }
@@ -156,9 +158,14 @@ impl Hub {
                     Ok(collapsed) => {
                         self.delivered.fetch_add(1, Ordering::Relaxed);
                         self.collapsed.fetch_add(collapsed, Ordering::Relaxed);
+                        if collapsed > 0 {
+                            metrics::counter!("herald_slow_consumer_total", "action" => "collapsed")
+                                .increment(collapsed);
+                        }
                     }
                     Err(CloseReason::Overflow) => {
                         self.overflowed.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("herald_slow_consumer_total", "action" => "closed").increment(1);
                     }
                     Err(CloseReason::Shutdown) => {}
                 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -68,6 +68,22 @@ async fn connect_postgres(url: &str) -> anyhow::Result<sea_orm::sqlx::PgConnecti
         Ok(Err(e)) => anyhow::bail!("cannot connect to the database at {at}: {e}"),
         Ok(Ok(conn)) => Ok(conn),
     }
+}
+
+/// The database pool's connections.
+pub struct PoolConnections {
+    pub size: u32,
+    pub idle: u32,
+}
+
+/// State figures for the metrics endpoint.
+pub struct Figures {
+    /// The oldest event kept in the log (0 when it is empty).
+    pub oldest_seq: u64,
+    pub last_seq: u64,
+    /// Executions by status name.
+    pub executions: std::collections::HashMap<String, u64>,
+    pub approvals_pending: u64,
 }
 
 #[derive(Clone)]
@@ -179,6 +195,59 @@ impl Store {
             None => 0,
         };
         Ok(value as u64)
+    }
+
+    /// Connections of the pool: how many are open and how many are idle.
+    pub fn pool_connections(&self) -> PoolConnections {
+        let (size, idle) = match self.backend() {
+            DbBackend::Postgres => {
+                let p = self.db.get_postgres_connection_pool();
+                (p.size(), p.num_idle())
+            }
+            _ => {
+                let p = self.db.get_sqlite_connection_pool();
+                (p.size(), p.num_idle())
+            }
+        };
+        PoolConnections { size, idle: (idle as u32).min(size) }
+    }
+
+    /// The figures `/metrics` reports as gauges (index-only reads).
+    pub async fn figures(&self) -> AppResult<Figures> {
+        let one = |sql: &str| Statement::from_string(self.backend(), sql.to_string());
+        let context = |what: &'static str| {
+            move |e: sea_orm::DbErr| AppError::internal(anyhow::Error::new(e).context(what))
+        };
+        let oldest = self
+            .db
+            .query_one_raw(one("SELECT MIN(seq) AS seq FROM events"))
+            .await
+            .map_err(context("reading the oldest event's seq"))?
+            .and_then(|r| r.try_get::<Option<i64>>("", "seq").ok().flatten())
+            .unwrap_or(0);
+        let mut executions = std::collections::HashMap::new();
+        let rows = self
+            .db
+            .query_all_raw(one("SELECT status, COUNT(*) AS n FROM executions GROUP BY status"))
+            .await
+            .map_err(context("counting executions by status"))?;
+        for r in rows {
+            let status: String = r.try_get("", "status").map_err(context("reading an execution count"))?;
+            let n: i64 = r.try_get("", "n").map_err(context("reading an execution count"))?;
+            executions.insert(status, n as u64);
+        }
+        let pending = approval::Entity::find()
+            .filter(approval::Column::DecidedAt.is_null())
+            .filter(of_running_execution())
+            .count(&self.db)
+            .await
+            .map_err(context("counting pending approvals"))?;
+        Ok(Figures {
+            oldest_seq: oldest as u64,
+            last_seq: self.last_seq().await?,
+            executions,
+            approvals_pending: pending,
+        })
     }
 
     /// The row with this id in this tenant. Another tenant's row is "not

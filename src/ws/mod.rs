@@ -99,7 +99,13 @@ impl WsState {
     }
 
     pub fn count_sent(&self, n: usize) {
+        self.count_sent_over(n, "websocket");
+    }
+
+    /// Counts events sent to clients of `transport` (websocket, sse).
+    pub fn count_sent_over(&self, n: usize, transport: &'static str) {
         self.events_sent.fetch_add(n as u64, Ordering::Relaxed);
+        metrics::counter!("herald_deliveries_total", "transport" => transport).increment(n as u64);
     }
 
     /// Live figures for `GET /api/v1/websocket/status`. Channel names are the
@@ -146,16 +152,22 @@ impl RateLimit {
             *self = Self::new();
         }
         self.count = self.count.saturating_add(1);
-        self.count <= cfg.rate_limit
+        let allowed = self.count <= cfg.rate_limit;
+        if !allowed {
+            metrics::counter!("herald_rate_limited_total", "surface" => "websocket").increment(1);
+        }
+        allowed
     }
 }
 
-/// Holds one of the node's connection slots while a session runs.
-pub struct Slot(Arc<WsState>);
+/// Holds one of the node's connection slots while a session runs; `route`
+/// labels `herald_ws_connections`.
+pub struct Slot(Arc<WsState>, &'static str);
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("herald_ws_connections", "route" => self.1).decrement(1);
     }
 }
 
@@ -165,9 +177,10 @@ pub use crate::auth::expiry as token_deadline;
 
 /// A slot, or 503 when the node is at its connection limit (WebSocket and
 /// SSE connections count against the same limit).
-pub fn take_slot(state: &Arc<WsState>) -> Result<Slot, AppError> {
+pub fn take_slot(state: &Arc<WsState>, route: &'static str) -> Result<Slot, AppError> {
     let n = state.connections.fetch_add(1, Ordering::Relaxed);
-    let slot = Slot(state.clone());
+    metrics::gauge!("herald_ws_connections", "route" => route).increment(1);
+    let slot = Slot(state.clone(), route);
     if n >= state.config.max_connections {
         return Err(AppError::Unavailable(format!(
             "this node has reached its limit of {} WebSocket connections; try another node or later",
@@ -218,9 +231,11 @@ fn authenticate(state: &WsState, q: &Handshake, headers: &HeaderMap) -> Result<A
             )));
         }
     }
-    let token =
-        handshake_token(q, headers).ok_or_else(|| AppError::Unauthenticated("missing token".into()))?;
-    let actor = state.verifier.verify(&token)?;
+    let verified = handshake_token(q, headers)
+        .ok_or_else(|| AppError::Unauthenticated("missing token".into()))
+        .and_then(|token| state.verifier.verify(&token));
+    let actor = verified?;
+    crate::telemetry::record_caller(&actor);
     // A token without roles may do nothing: refused here rather than after the upgrade.
     actor.require(Permission::Read)?;
     Ok(actor)
@@ -279,7 +294,7 @@ async fn bridge(
         Ok(a) => a,
         Err(e) => return forbidden(e),
     };
-    let slot = match take_slot(&state) {
+    let slot = match take_slot(&state, "/ws") {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -324,7 +339,11 @@ async fn compat_upgrade(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let slot = match take_slot(&state) {
+    let route = match style {
+        compat::Style::TaskEvents => "/ws/tasks/{task_id}",
+        compat::Style::AgentProgress => "/ws/agent-progress/{task_id}",
+    };
+    let slot = match take_slot(&state, route) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };

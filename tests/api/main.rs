@@ -15,6 +15,7 @@ mod helpers;
 mod hitl;
 mod http;
 mod manners;
+mod monitoring;
 mod recipe;
 mod reliability;
 mod resume;
