@@ -184,6 +184,10 @@ impl Config {
                     .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].into()),
                 node_timeout: duration(var, "HERALD_NODE_TIMEOUT", "15s")?,
                 max_streams: parse(var, "HERALD_MAX_STREAMS", 20_000)?,
+                retention: match var("HERALD_RETENTION") {
+                    Some(_) => Some(duration(var, "HERALD_RETENTION", "")?),
+                    None => None,
+                },
                 cluster: match var("HERALD_REDIS_URL") {
                     None => None,
                     Some(redis_url) => Some(ClusterConfig {

@@ -47,6 +47,12 @@ enum Cmd {
     /// Register agents and send heartbeats over gRPC.
     #[command(subcommand)]
     Agent(cli::AgentCmd),
+    /// Copy the SQLite database (HERALD_DATABASE_URL) into a new file while
+    /// Herald runs; restore by putting the copy in its place while Herald is stopped.
+    Backup {
+        /// The new file to write.
+        file: std::path::PathBuf,
+    },
     /// Start, list, read and cancel executions over gRPC.
     #[command(subcommand)]
     Execution(cli::ExecutionCmd),
@@ -87,6 +93,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Approval(cmd) => cli::approval(cmd, out).await,
         Cmd::Events { channels, after } => cli::events(channels, after, out).await,
         Cmd::Serve => serve(Config::from_lookup(&var)?).await,
+        Cmd::Backup { file } => {
+            let size = herald::storage::backup(&Config::from_lookup(&var)?.database_url, &file).await?;
+            println!("backup {} ({size} bytes)", file.display());
+            Ok(())
+        }
         Cmd::Token { sub, roles, tenant, ttl } => {
             let roles = roles
                 .iter()

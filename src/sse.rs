@@ -164,6 +164,18 @@ async fn open(state: Arc<WsState>, q: Option<String>, headers: &HeaderMap) -> Ap
         _ => None,
     };
     let cursor = last_event_id.or(query.after_seq.map(|seq| Cursor { seq, through: None }));
+    // A cursor retention has overtaken: say so, then start live as without one.
+    let mut expired = None;
+    let cursor = match cursor {
+        Some(c) => match state.app.check_cursor(c.seq).await {
+            Err(AppError::CursorExpired { oldest_seq, .. }) => {
+                expired = Some(oldest_seq);
+                None
+            }
+            _ => Some(c),
+        },
+        None => None,
+    };
     let slot = take_slot(&state, "/api/v1/stream")?;
     let mut sub = state.app.subscription(&actor)?;
     let start = match cursor {
@@ -179,6 +191,11 @@ async fn open(state: Arc<WsState>, q: Option<String>, headers: &HeaderMap) -> Ap
         "after_seq": start.seq,
     });
     let (tx, rx) = mpsc::channel::<Item>(QUEUE);
+    if let Some(oldest_seq) = expired {
+        let frame = json!({ "type": "cursor_expired", "oldest_seq": oldest_seq });
+        let event = SseEvent::default().event("cursor_expired").data(frame.to_string());
+        tx.try_send(Ok(event)).expect("an empty queue has room");
+    }
     let first = SseEvent::default().event("subscribed").id(start.id()).retry(RETRY).data(hello.to_string());
     tx.try_send(Ok(first)).expect("an empty queue has room");
     let pump = Pump { state, sub, channels: query.channels, skip: Some(start), tx, _slot: slot };

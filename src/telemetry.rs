@@ -77,6 +77,7 @@ fn describe() {
     c!("herald_cluster_gap_fills_total", "events read from the log because Redis did not bring them");
     c!("herald_redis_reconnects_total", "Redis reconnections, by link (publish, subscribe)");
     g!("herald_log_oldest_seq", "seq of the oldest event kept in the log (0: empty)");
+    c!("herald_events_pruned_total", "events removed from the log by HERALD_RETENTION");
     g!("herald_log_last_seq", "seq of the newest event in the log");
     g!("herald_executions", "executions, by status");
     g!("herald_approvals_pending", "undecided approvals of running executions");

@@ -5,6 +5,7 @@
 mod commands;
 pub mod dispatch;
 mod executions;
+mod retention;
 mod subscription;
 mod sweeper;
 #[cfg(test)]
@@ -53,6 +54,8 @@ pub struct AppSettings {
     pub max_streams: usize,
     /// Set when this node is one of several (PostgreSQL and Redis).
     pub cluster: Option<ClusterConfig>,
+    /// `HERALD_RETENTION`: events older than this leave the log (none: kept forever).
+    pub retention: Option<Duration>,
 }
 
 /// How long `/readyz` waits for each dependency.
@@ -146,6 +149,10 @@ impl App {
         tasks.push(tokio::spawn(dispatch::run(app.clone(), app.hub.tap(), stop.clone())));
         tasks.push(tokio::spawn(sweeper::run(app.clone(), stop.clone())));
         tasks.push(tokio::spawn(sweeper::checkpoints(app.clone(), stop.clone())));
+        if let Some(keep) = app.settings.retention {
+            app.store.warn_if_file_cannot_shrink().await;
+            tasks.push(tokio::spawn(retention::run(app.clone(), keep, stop.clone())));
+        }
         Ok((app, Background { stop, tasks }))
     }
 
@@ -265,7 +272,9 @@ impl App {
 
     /// Refuses a resume cursor beyond the last stored seq: no client can have
     /// received it, and values of 2^63 and above would not fit the database's
-    /// signed seq column.
+    /// signed seq column. Refuses as `CursorExpired` a cursor older than the
+    /// oldest event the log still has: retention removed the events right
+    /// after it, so resuming from it would silently skip them.
     pub async fn check_cursor(&self, after: u64) -> AppResult<()> {
         if after == 0 {
             return Ok(());
@@ -275,7 +284,10 @@ impl App {
                 "cursor {after} is beyond the last seq: resume from a seq you received, or omit the cursor"
             )));
         }
-        Ok(())
+        match self.store.cursor_expired(after).await? {
+            Some(oldest_seq) => Err(AppError::CursorExpired { after, oldest_seq }),
+            None => Ok(()),
+        }
     }
 
     /// Stored events of one channel after `after`.

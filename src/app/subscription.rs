@@ -45,6 +45,12 @@ impl Subscription {
         }
     }
 
+    /// `Some(oldest kept seq)` when retention removed events right after
+    /// `after`: the transport tells the client and subscribes without it.
+    pub async fn cursor_expired(&self, after: u64) -> AppResult<Option<u64>> {
+        self.store.cursor_expired(after).await
+    }
+
     pub fn is_subscribed(&self, channel: &Channel) -> bool {
         self.high_water.contains_key(&channel.to_string())
     }

@@ -99,8 +99,10 @@ async fn run(
         metrics::gauge!("herald_writer_queue_depth").set(rx.len() as f64);
         metrics::histogram!("herald_writer_batch_size").record(batch.len() as f64);
         let single_writer = known.is_some();
+        let turn = store.write_turn().await;
         let started = std::time::Instant::now();
         known = process(&store, &fanout, batch, known.take()).await;
+        drop(turn);
         metrics::histogram!("herald_writer_commit_seconds").record(started.elapsed().as_secs_f64());
         if single_writer && known.is_none() {
             // A failed batch leaves nothing trustworthy to remember.

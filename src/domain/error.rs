@@ -22,6 +22,13 @@ pub enum AppError {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A resume cursor older than the oldest event kept (retention removed
+    /// the events after it): the client must resync without a cursor.
+    #[error(
+        "cursor {after} has expired: events up to seq {} were removed from the log; the oldest kept is {oldest_seq}. Resubscribe without a cursor",
+        oldest_seq - 1
+    )]
+    CursorExpired { after: u64, oldest_seq: u64 },
     /// Unexpected: logged with its cause chain, shown to clients as "internal error".
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -52,6 +59,7 @@ impl AppError {
             Self::PermissionDenied(_) => "permission_denied",
             Self::ResourceExhausted(_) => "resource_exhausted",
             Self::Unavailable(_) => "unavailable",
+            Self::CursorExpired { .. } => "cursor_expired",
             Self::Internal(_) => "internal",
         }
     }

@@ -32,6 +32,7 @@ impl From<AppError> for Status {
             AppError::PermissionDenied(_) => Status::permission_denied(msg),
             AppError::ResourceExhausted(_) => Status::resource_exhausted(msg),
             AppError::Unavailable(_) => Status::unavailable(msg),
+            AppError::CursorExpired { .. } => Status::out_of_range(msg),
             AppError::Internal(_) => Status::internal(msg),
         }
     }

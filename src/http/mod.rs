@@ -31,9 +31,13 @@ impl IntoResponse for AppError {
             AppError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             AppError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::CursorExpired { .. } => StatusCode::GONE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body = json!({ "error": { "code": self.code(), "message": self.public_message() } });
+        let mut body = json!({ "error": { "code": self.code(), "message": self.public_message() } });
+        if let AppError::CursorExpired { oldest_seq, .. } = &self {
+            body["error"]["oldest_seq"] = (*oldest_seq).into();
+        }
         let refusal = crate::auth::audit::Refusal::of(&self);
         let mut res = (status, Json(body)).into_response();
         if let Some(r) = refusal {

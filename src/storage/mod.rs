@@ -2,10 +2,12 @@
 //! PostgreSQL. `Store` answers reads on the pool; `UnitOfWork` is the one
 //! transaction in which the writer stores state changes and their events.
 
+mod backup;
 mod convert;
 pub mod entities;
 mod lock;
 mod migration;
+mod retention;
 mod runs;
 mod unit;
 
@@ -18,6 +20,7 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+pub use backup::backup;
 pub use convert::{millis, time};
 use entities::{agent, approval, event, execution, task};
 pub use lock::WriterLock;
@@ -89,6 +92,11 @@ pub struct Figures {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Held by the writer for each batch and by the retention pruner for each
+    /// delete: on SQLite a write committed by another connection while the
+    /// writer's transaction is open makes that transaction fail (busy
+    /// snapshot), so the two take turns instead.
+    write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn db_err(e: sea_orm::DbErr) -> AppError {
@@ -146,13 +154,21 @@ impl Store {
                 migrated?;
                 unlocked?;
             }
-            None => migration::Migrator::up(&db, None).await?,
+            None => {
+                retention::incremental_vacuum_if_new(&db).await?;
+                migration::Migrator::up(&db, None).await?
+            }
         }
         if let Some(conn) = lock {
             use sea_orm::sqlx::Connection;
             let _ = conn.close().await;
         }
-        Ok(Self { db })
+        Ok(Self { db, write_gate: Default::default() })
+    }
+
+    /// Taken around every write transaction of this node (see `write_gate`).
+    pub async fn write_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.write_gate.clone().lock_owned().await
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

@@ -325,8 +325,10 @@ async fn compat_upgrade(
         Ok(a) => a,
         Err(e) => return forbidden(e),
     };
+    // (A cursor retention has overtaken is dropped below, not refused.)
     if let Some(after) = q.after_seq
         && let Err(e) = state.app.check_cursor(after).await
+        && !matches!(e, AppError::CursorExpired { .. })
     {
         return e.into_response();
     }
@@ -347,7 +349,12 @@ async fn compat_upgrade(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let after = q.after_seq;
+    // A cursor retention has overtaken is dropped: the client gets the
+    // task's current state, as on a first connection.
+    let after = match q.after_seq {
+        Some(a) if matches!(state.app.check_cursor(a).await, Err(AppError::CursorExpired { .. })) => None,
+        a => a,
+    };
     let expires = crate::auth::expiry(&actor);
     upgrade(ws, &state)
         .on_upgrade(move |socket| compat::run(socket, state, sub, task, after, expires, style, slot))

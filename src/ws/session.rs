@@ -236,7 +236,11 @@ async fn handle(
             let channel = Channel::parse(&required("channel", channel)?)?;
             state.app.check_channel(actor, &channel).await?;
             if let Some(after) = after_seq {
-                state.app.check_cursor(after).await?;
+                match state.app.check_cursor(after).await {
+                    // Answered in `subscribe` with cursor_expired and a fresh start.
+                    Ok(()) | Err(AppError::CursorExpired { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
             if !subscribed.contains(&channel) && subscribed.len() >= state.config.max_subscriptions {
                 return Err(AppError::ResourceExhausted(format!(
@@ -318,6 +322,22 @@ async fn subscribe(
     after: Option<u64>,
 ) -> bool {
     let name = channel.to_string();
+    let mut after = after;
+    if let Some(a) = after {
+        match sub.cursor_expired(a).await {
+            Ok(None) => {}
+            // Retention removed events after the cursor: say so, then
+            // subscribe as without one (a snapshot first on task:{id}).
+            Ok(Some(oldest_seq)) => {
+                let frame = json!({ "type": "cursor_expired", "channel": name, "oldest_seq": oldest_seq });
+                if !send(socket, Message::Text(frame.to_string().into())).await {
+                    return false;
+                }
+                after = None;
+            }
+            Err(e) => return send(socket, Message::Text(error_frame(&e).into())).await,
+        }
+    }
     let mut reply = json!({ "type": "subscribed", "channel": name });
     if let Some(a) = after {
         reply["after_seq"] = a.into();

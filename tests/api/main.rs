@@ -4,6 +4,7 @@
 mod agents;
 mod agui;
 mod auth;
+mod backup;
 mod bench;
 mod bridge;
 mod browser;
@@ -19,6 +20,7 @@ mod monitoring;
 mod recipe;
 mod reliability;
 mod resume;
+mod retention;
 mod security;
 mod seed000;
 mod sse;
