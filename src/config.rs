@@ -339,6 +339,9 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     ("HERALD_WS_IDLE_TIMEOUT", Some("60s"), "the seed 004 route closes after this long without an event"),
     ("HERALD_LOG", Some("info"), "tracing filter, e.g. herald=debug"),
     ("HERALD_LOG_FORMAT", Some("text"), "text, or json for one JSON object per line"),
+    ("HERALD_RETENTION", None, "events older than this (e.g. 7d) leave the log [default: kept forever]"),
+    ("HERALD_METRICS_ADDR", None, "serve /metrics on this address [default: the main port]"),
+    ("HERALD_METRICS_TOKEN", None, "scrapes of /metrics must send this bearer token [default: none]"),
 ];
 
 #[cfg(test)]
