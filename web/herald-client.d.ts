@@ -224,6 +224,16 @@ export interface SubscribeOptions {
   onSubscribed?: (reply: { type: "subscribed"; channel: string; after_seq?: number }) => void;
   /** Herald refused the channel (unknown, another tenant's, not allowed); the subscription is dropped. */
   onError?: (error: HeraldError) => void;
+  /** Retention removed events after the cursor: the subscription goes on from a snapshot (task:,
+   * execution:) or live; resync what was derived from the missed events. */
+  onCursorExpired?: (info: CursorExpired) => void;
+}
+
+/** Herald's answer to a cursor older than the oldest event it keeps (HERALD_RETENTION). */
+export interface CursorExpired {
+  type: "cursor_expired";
+  channel: string;
+  oldest_seq: number;
 }
 
 export interface Subscription {
@@ -277,6 +287,8 @@ export interface HeraldClientOptions {
   autoConnect?: boolean;
   onStateChange?: (change: StateChange) => void;
   onError?: (error: HeraldError) => void;
+  /** Any channel's cursor expired (see SubscribeOptions.onCursorExpired). */
+  onCursorExpired?: (info: CursorExpired) => void;
   /** For tests or other runtimes. */
   WebSocket?: typeof WebSocket;
   fetch?: typeof fetch;
@@ -310,6 +322,7 @@ export declare class HeraldClient {
   on(name: "event", fn: (event: HeraldEvent) => void): () => void;
   on(name: "frame", fn: (frame: Record<string, unknown>) => void): () => void;
   on(name: "token", fn: (token: string) => void): () => void;
+  on(name: "cursor_expired", fn: (info: CursorExpired) => void): () => void;
   subscribe(channel: string, options?: SubscribeOptions): Subscription;
   lastSeq(channel: string): number | null;
   /** Runs an agent; Herald subscribes this connection to `execution:{id}` from its first event. */

@@ -124,7 +124,7 @@ export class HeraldClient {
     this._pingTimer = null;
     this._closedByApp = true;
     this._listeners = new Map();
-    /** @type {Map<string, {lastSeq: number|null, handlers: Set<object>, backlog: object[]|null, confirmed: boolean}>} */
+    /** @type {Map<string, {lastSeq: number|null, handlers: Set<object>, backlog: object[]|null, confirmed: boolean, expired?: boolean}>} */
     this._channels = new Map();
     this._highestSeq = 0; // the highest seq delivered on any channel (a fallback cursor only)
     this._queue = []; // requests waiting for an open socket
@@ -135,6 +135,7 @@ export class HeraldClient {
     };
     if (options.onStateChange) this.on("state", options.onStateChange);
     if (options.onError) this.on("error", options.onError);
+    if (options.onCursorExpired) this.on("cursor_expired", options.onCursorExpired);
     if (options.autoConnect !== false && this._token) this.connect();
   }
 
@@ -318,7 +319,20 @@ export class HeraldClient {
     // (`subscribed` to a live channel carries the seq live delivery starts
     // after: a reply, not an event.)
     if (typeof f.seq === "number" && typeof f.channel === "string" && f.type !== "subscribed") return this._onEvent(f);
+    if (f.type === "cursor_expired") return this._onCursorExpired(f);
     if (REPLY_TYPES.has(f.type)) return this._onReply(f);
+  }
+
+  /** Herald's retention removed events after this channel's cursor: it goes on
+   * as a fresh subscription (a snapshot first on task:/execution:), and the
+   * application resyncs whatever it derived from the missed events. */
+  _onCursorExpired(f) {
+    const ch = this._channels.get(f.channel);
+    if (!ch) return;
+    ch.lastSeq = null;
+    ch.expired = true;
+    for (const h of ch.handlers) h.onCursorExpired?.(f);
+    this._emit("cursor_expired", f);
   }
 
   _onWelcome(f) {
@@ -346,6 +360,13 @@ export class HeraldClient {
       internal: true,
       resolve: (reply) => {
         ch.confirmed = true;
+        if (ch.expired) {
+          // Resynced: the live start (or the snapshot that follows) is the new cursor.
+          ch.expired = false;
+          if (typeof reply.seq === "number") ch.lastSeq = reply.seq;
+          for (const h of ch.handlers) h.onSubscribed?.(reply);
+          return;
+        }
         if (ch.lastSeq === null && after !== null) ch.lastSeq = after;
         if (ch.lastSeq === null && typeof reply.seq === "number") ch.lastSeq = reply.seq;
         if (ch.lastSeq === null && this._highestSeq > 0 && !channel.startsWith("task:")) {
@@ -655,11 +676,13 @@ export class HeraldClient {
    * Subscribes to a channel. `afterSeq` resumes after that seq (every later
    * event arrives once, in order); without it a `task:{id}` channel starts
    * with a `task_snapshot`, and other channels with live events.
-   * Handlers: `on: {task_progress(ev) {…}, …}`, `onEvent`, `onSubscribed`, `onError`.
+   * Handlers: `on: {task_progress(ev) {…}, …}`, `onEvent`, `onSubscribed`, `onError`,
+   * `onCursorExpired` (Herald no longer had every event after `afterSeq`: resync).
    * Several subscriptions to one channel share one server subscription.
    */
   subscribe(channel, options = {}) {
-    const handler = { on: options.on, onEvent: options.onEvent, onSubscribed: options.onSubscribed, onError: options.onError };
+    const handler = { on: options.on, onEvent: options.onEvent, onSubscribed: options.onSubscribed, onError: options.onError,
+                      onCursorExpired: options.onCursorExpired };
     let ch = this._channels.get(channel);
     const fresh = !ch;
     if (fresh) {

@@ -129,3 +129,65 @@ async fn the_sqlite_file_shrinks_after_pruning() {
     }
     app.stop().await;
 }
+
+/// The JavaScript client in Chromium: a cursor retention overtook calls the
+/// application's hook, and the subscription goes on from the task's snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_client_hands_cursor_expired_to_the_application() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.app.retention = Some(KEEP)).await;
+    let Some(b) = crate::browser::Browser::start("retention").await else { return };
+    let admin = app.admin();
+    let mut tasks = app.tasks(&admin);
+    let old = tasks.create_task(create("old")).await.unwrap().into_inner();
+    tasks.start_task(pb::StartTaskRequest { id: old.id.clone() }).await.unwrap();
+    let old = tasks.report_progress(progress(&old.id, 30)).await.unwrap().into_inner();
+    tokio::time::sleep(KEEP + Duration::from_millis(200)).await;
+    tasks.create_task(create("young")).await.unwrap();
+    let api = Api::new(&app, &admin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while api.get(&format!("/tasks/{}/events?after_seq=1", old.id)).await.0 != 410 {
+        assert!(tokio::time::Instant::now() < deadline, "the pruner did not run within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    b.client.goto(&app.http("/healthz")).await.expect("open a page of Herald's origin");
+    let script = r#"
+        const [url, token, taskId, done] = arguments;
+        import('/herald-client.js').then(async ({ HeraldClient }) => {
+          const log = [];
+          const c = new HeraldClient({ url, token, onCursorExpired: (f) => log.push(['client', f.channel, f.oldest_seq]) });
+          const channel = `task:${taskId}`;
+          await new Promise((resolve, reject) => {
+            setTimeout(() => reject(new Error('no snapshot within 5 s')), 5000);
+            c.subscribe(channel, {
+              afterSeq: 1,
+              onCursorExpired: (f) => log.push(['subscription', f.channel, f.oldest_seq]),
+              on: { task_snapshot: (e) => { log.push(['snapshot', e.data.progress, e.seq]); resolve(); } },
+            });
+          });
+          const lastSeq = c.lastSeq(channel);
+          c.close();
+          done({ log, lastSeq });
+        }).catch((e) => done({ failed: String(e && e.stack || e) }));
+    "#;
+    let r = b
+        .client
+        .execute_async(script, vec![json!(app.ws_url("/ws")), json!(admin), json!(old.id)])
+        .await
+        .expect("the client script runs");
+    assert!(r.get("failed").is_none(), "{r:#}");
+    let log = r["log"].as_array().unwrap();
+    let channel = format!("task:{}", old.id);
+    assert_eq!(log.len(), 3, "{r:#}");
+    assert_eq!(
+        (log[0][0].as_str(), log[0][1].as_str()),
+        (Some("subscription"), Some(channel.as_str())),
+        "{r:#}"
+    );
+    assert!(log[0][2].as_u64().unwrap() > old.last_seq, "{r:#}");
+    assert_eq!(log[1][0], "client", "{r:#}");
+    assert_eq!(log[2], json!(["snapshot", 30, old.last_seq]), "{r:#}");
+    assert_eq!(r["lastSeq"], old.last_seq, "{r:#}");
+    b.finish().await;
+    app.stop().await;
+}
