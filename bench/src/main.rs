@@ -8,6 +8,7 @@
 //! | `s3` | idle WebSocket connections: server memory per connection and idle CPU |
 //! | `s4` | durable ingest: C concurrent clients reporting progress, every report stored |
 //! | `s5` | growth: S1 and S4 at several sizes |
+//! | `s6` | retention: the SQLite file's size under a constant load (server with `HERALD_RETENTION`) |
 //!
 //! Targets: `herald` (gRPC `TaskService.ReportProgress` to publish, `/ws` to
 //! receive) and `seed` (seed 000's protocol: REST publish, `/ws?token=` with
@@ -20,6 +21,7 @@ mod idle;
 mod ingest;
 mod metrics;
 mod net;
+mod retention;
 mod subscriber;
 
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ pub enum Scenario {
     S4,
     /// Growth: S1 at --s1-points subscribers, S4 at --s4-points clients.
     S5,
+    /// Retention: --rate reports per second over --clients tasks; --db's size every --sample.
+    S6,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -62,7 +66,7 @@ pub enum Target {
     about = "Drives a running Herald (or a seed-protocol server) over real sockets"
 )]
 pub struct Args {
-    /// s1 fan-out | s2 end-to-end | s3 idle connections | s4 durable ingest | s5 growth
+    /// s1 fan-out | s2 end-to-end | s3 idle connections | s4 durable ingest | s5 growth | s6 retention
     #[arg(value_enum)]
     pub scenario: Scenario,
     #[arg(long, value_enum, default_value = "herald")]
@@ -128,6 +132,15 @@ pub struct Args {
     /// After the measurement, how long to wait for deliveries still in flight.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
+    /// S6: progress reports per second, over all clients.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// S6: the server's SQLite file, whose size is sampled.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// S6: how often the file's size is sampled.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub sample: Duration,
     /// Also write every figure as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -163,6 +176,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
         Scenario::S2 => vec![e2e::run(&ctx).await?],
         Scenario::S3 => vec![idle::run(&ctx, args.subscribers.unwrap_or(10_000)).await?],
         Scenario::S4 => vec![ingest::run(&ctx, args.clients.unwrap_or(64)).await?],
+        Scenario::S6 => vec![retention::run(&ctx, args.clients.unwrap_or(8)).await?],
         Scenario::S5 => {
             let mut reports = Vec::new();
             for &n in &args.s1_points {

@@ -52,6 +52,10 @@ fn of_running_execution() -> sea_orm::sea_query::SimpleExpr {
     )
 }
 
+/// WAL frames (4 KiB pages: 32 MiB) past which a checkpoint takes the
+/// writer's turn, so that the log can start over (see `Store::checkpoint`).
+const WAL_RESTART_FRAMES: i64 = 8192;
+
 /// How long start-up waits for PostgreSQL to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -132,6 +136,8 @@ impl Store {
                     // path: an automatic one would stall the commit that
                     // triggers it (copying pages and an fsync).
                     .pragma("wal_autocheckpoint", "0")
+                    // When the log starts over, its file is cut back to this.
+                    .pragma("journal_size_limit", "67108864")
                     .pragma("temp_store", "memory")
             });
         if url.contains(":memory:") {
@@ -182,11 +188,32 @@ impl Store {
     /// Copies the SQLite write-ahead log into the database file without
     /// blocking the writer (`PASSIVE`); a no-op on PostgreSQL. Called every
     /// second by the app, so the log stays small and commits never wait for it.
+    ///
+    /// Under a constant load a checkpoint beside the writer never catches up
+    /// with it, so the log never starts over and its file grows without
+    /// bound (hundreds of MB in minutes). Past [`WAL_RESTART_FRAMES`] one
+    /// checkpoint runs in the writer's turn: it finishes, the next commit
+    /// starts the log over, and `journal_size_limit` truncates the file.
     pub async fn checkpoint(&self) -> AppResult<()> {
-        if self.backend() == DbBackend::Sqlite {
-            self.db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await.map_err(db_err)?;
+        if self.backend() != DbBackend::Sqlite {
+            return Ok(());
+        }
+        let (log, done) = self.passive_checkpoint().await?;
+        if log > WAL_RESTART_FRAMES && done < log {
+            let _turn = self.write_turn().await;
+            self.passive_checkpoint().await?;
         }
         Ok(())
+    }
+
+    /// Frames in the log and frames checkpointed.
+    async fn passive_checkpoint(&self) -> AppResult<(i64, i64)> {
+        let stmt = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+        let row = self.db.query_one_raw(stmt).await.map_err(db_err)?;
+        Ok(match row {
+            Some(r) => (r.try_get_by_index(1).unwrap_or(0), r.try_get_by_index(2).unwrap_or(0)),
+            None => (0, 0),
+        })
     }
 
     pub async fn ping(&self) -> AppResult<()> {

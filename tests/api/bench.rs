@@ -102,6 +102,16 @@ async fn s5_growth_curves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s6_retention_samples_the_database_size() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let db = app.config.database_url.trim_start_matches("sqlite://").to_string();
+    let json = bench(&app, &["s6", "--clients", "2", "--rate", "50", "--sample", "100ms", "--db", &db]).await;
+    let series = json["reports"][0]["extra"]["series"].as_array().expect("a series").clone();
+    assert!(!series.is_empty());
+    assert!(series.iter().all(|s| s["db_bytes"].as_u64().unwrap() > 0), "{series:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_non_loopback_target() {
     let output = Command::new(bench_bin())
         .args(["s1", "--url", "http://10.1.2.3:8080", "--secret", SECRET])
