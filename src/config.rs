@@ -339,6 +339,18 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     ("HERALD_WS_IDLE_TIMEOUT", Some("60s"), "the seed 004 route closes after this long without an event"),
     ("HERALD_LOG", Some("info"), "tracing filter, e.g. herald=debug"),
     ("HERALD_LOG_FORMAT", Some("text"), "text, or json for one JSON object per line"),
+    (
+        "HERALD_MAX_STREAMS",
+        Some("20000"),
+        "open subscriptions (gRPC streams, WebSocket, SSE) and executor sessions per node",
+    ),
+    (
+        "HERALD_HEADER_READ_TIMEOUT",
+        Some("10s"),
+        "a new connection's first request headers must arrive within this",
+    ),
+    ("HERALD_MAX_CONNECTIONS_PER_IP", Some("1000"), "connections open at once from one address"),
+    ("HERALD_CONNECTION_RATE_PER_IP", Some("200"), "new connections per second from one address"),
     ("HERALD_RETENTION", None, "events older than this (e.g. 7d) leave the log [default: kept forever]"),
     ("HERALD_METRICS_ADDR", None, "serve /metrics on this address [default: the main port]"),
     ("HERALD_METRICS_TOKEN", None, "scrapes of /metrics must send this bearer token [default: none]"),
