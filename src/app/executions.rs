@@ -44,6 +44,7 @@ impl App {
         task_id: Option<String>,
     ) -> AppResult<Execution> {
         actor.require(Permission::Execute)?;
+        let input = crate::domain::execution::prompt(input);
         let id = uuid::Uuid::new_v4().to_string();
         let cmd = Command::Execute { id, agent_id: agent_id.into(), input, task_id };
         self.write_execution(actor, cmd).await

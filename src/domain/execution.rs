@@ -123,8 +123,17 @@ pub fn check_json(field: &str, value: &Value) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Parses JSON text, refusing what is not JSON or too large. A non-JSON
-/// string is taken as `{"prompt": text}` when `wrap` is set (for inputs).
+/// Plain text as a prompt: a JSON string becomes `{"prompt": text}`; other
+/// JSON is kept. An execution's input, whichever transport brought it.
+pub fn prompt(value: Value) -> Value {
+    match value {
+        Value::String(text) => serde_json::json!({ "prompt": text }),
+        other => other,
+    }
+}
+
+/// Parses JSON text, refusing what is not JSON or too large. With `wrap`, text
+/// that is not JSON is taken as a [`prompt`].
 pub fn parse_json(field: &str, text: &str, wrap: bool) -> Result<Value, AppError> {
     if text.len() > MAX_JSON {
         return Err(AppError::invalid(format!("{field} is {} bytes; the limit is {MAX_JSON}", text.len())));
@@ -134,7 +143,7 @@ pub fn parse_json(field: &str, text: &str, wrap: bool) -> Result<Value, AppError
     }
     match serde_json::from_str(text) {
         Ok(v) => Ok(v),
-        Err(_) if wrap => Ok(serde_json::json!({ "prompt": text })),
+        Err(_) if wrap => Ok(prompt(Value::String(text.into()))),
         Err(e) => Err(AppError::invalid(format!("{field} must be JSON: {e}"))),
     }
 }

@@ -32,11 +32,7 @@ struct Execute {
 
 async fn execute(State(s): State<ApiState>, Caller(a): Caller, Body(b): Body<Execute>) -> ApiResult {
     let agent_id = b.agent_id.ok_or_else(|| AppError::invalid("missing field 'agent_id'"))?;
-    let input = match b.input {
-        Value::String(p) => json!({ "prompt": p }),
-        other => other,
-    };
-    ok(s.app.execute(&a, &agent_id, input, b.task_id).await?)
+    ok(s.app.execute(&a, &agent_id, b.input, b.task_id).await?)
 }
 
 #[derive(Deserialize)]

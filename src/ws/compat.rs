@@ -84,7 +84,7 @@ pub async fn run(
                 Err(End::Closed(CloseReason::Overflow)) => return close_with(&mut sink, close::SLOW_CONSUMER, "too slow").await,
                 Err(End::Failed(e)) => {
                     e.log_if_internal();
-                    return close_with(&mut sink, 1011, "internal error").await;
+                    return close_with(&mut sink, close::INTERNAL_ERROR, "internal error").await;
                 }
             },
             msg = stream.next() => match msg {

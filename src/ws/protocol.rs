@@ -15,6 +15,8 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// Herald is restarting: reconnect and resume from the last seq.
     pub const SERVICE_RESTART: u16 = 1012;
+    /// Herald failed internally (logged once); reconnect and resume.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The seed 004 route saw no event for its idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4000;
     /// The token expired and was not refreshed.

@@ -184,7 +184,7 @@ impl Session {
             }
             Err(End::Failed(e)) => {
                 send(socket, Message::Text(error_frame(&e).into())).await;
-                close_with(socket, 1011, "internal error").await;
+                close_with(socket, close::INTERNAL_ERROR, "internal error").await;
                 return false;
             }
         };
@@ -267,10 +267,6 @@ async fn handle(
             Ok(vec![Control::Refreshed])
         }
         ClientFrame::Execute { agent_id, input, task_id } => {
-            let input = match input {
-                Value::String(s) => json!({ "prompt": s }),
-                other => other,
-            };
             let e = app.execute(actor, &required("agent_id", agent_id)?, input, task_id).await?;
             let channel = Channel::Execution(e.id.clone());
             subscribed.insert(channel.clone());
