@@ -22,8 +22,11 @@ fi
 echo "==> pip install $SDK[test]"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SDK[test]"
 
-echo "==> cargo build --bin herald"
-(cd "$ROOT" && cargo build --bin herald)
+# With an example in the build, dev-dependencies' features are on as in `cargo test`
+# (which .ci/run runs first), so nothing is compiled a second time with other features
+# (the AG-UI step of .ci/run builds the same).
+echo "==> cargo build --bin herald --example executor"
+(cd "$ROOT" && cargo build --bin herald --example executor)
 export HERALD_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/herald"
 
 echo "==> pytest sdk/python/tests"
