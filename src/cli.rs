@@ -186,17 +186,23 @@ impl Output {
     }
 }
 
-/// ` key=value` for the object's non-empty fields: ids first, then status and
-/// progress, then the rest by name. Text with spaces is quoted.
+/// Bookkeeping left out of readable lines (`--json` has it).
+const QUIET: [&str; 5] = ["created_at", "updated_at", "requested_at", "last_seen_at", "tenant"];
+
+/// ` key=value` for the object's non-empty fields: ids first, then status,
+/// progress and what the item is called, then the rest by name. Text with
+/// spaces is quoted.
 fn fields(v: &Value, skip: &[&str]) -> String {
     let Some(obj) = v.as_object() else { return String::new() };
     let rank = |k: &str| match k {
         _ if k.ends_with("_id") => 0,
         "status" => 1,
         "progress" => 2,
-        _ => 3,
+        "title" | "action" | "name" => 3,
+        _ => 4,
     };
-    let mut keys: Vec<&String> = obj.keys().filter(|k| !skip.contains(&k.as_str())).collect();
+    let mut keys: Vec<&String> =
+        obj.keys().filter(|k| !skip.contains(&k.as_str()) && !QUIET.contains(&k.as_str())).collect();
     keys.sort_by_key(|k| (rank(k), k.as_str()));
     let mut line = String::new();
     for k in keys {
