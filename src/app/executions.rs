@@ -36,6 +36,7 @@ impl App {
     }
 
     /// Starts an execution of an agent; it waits queued for an executor.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, agent_id))]
     pub async fn execute(
         &self,
         actor: &Actor,
@@ -53,6 +54,7 @@ impl App {
     /// Starts an execution for an AG-UI run: the run (its `runId` and
     /// `threadId`) is recorded first, so a run id is used once per tenant, and
     /// forgotten again if the execution cannot be created.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, agent_id, run_id))]
     pub async fn start_agui_run(
         &self,
         actor: &Actor,
@@ -83,12 +85,14 @@ impl App {
     }
 
     /// An AG-UI run of the caller's tenant.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, run_id))]
     pub async fn agui_run(&self, actor: &Actor, run_id: &str) -> AppResult<AguiRun> {
         actor.require(Permission::Read)?;
         self.store.agui_run(&actor.tenant, run_id).await
     }
 
     /// The tenant's executions, newest first, optionally of one status.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant))]
     pub async fn executions(
         &self,
         actor: &Actor,
@@ -99,11 +103,13 @@ impl App {
         self.store.executions(&actor.tenant, status, super::page_size(limit)).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id = id))]
     pub async fn execution(&self, actor: &Actor, id: &str) -> AppResult<Execution> {
         actor.require(Permission::Read)?;
         self.store.execution(&actor.tenant, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id = id))]
     pub async fn cancel_execution(&self, actor: &Actor, id: &str, reason: String) -> AppResult<Execution> {
         actor.require(Permission::Execute)?;
         self.write_execution(actor, Command::CancelExecution { id: id.into(), reason }).await
@@ -114,6 +120,7 @@ impl App {
     /// a session that is gone, e.g. on a node that just died), then those it
     /// (or a predecessor) was running that are detached, with every decision
     /// made on them, then queued ones; new executions follow as they come.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, agent_id))]
     pub async fn attach_executor(
         &self,
         actor: &Actor,
@@ -187,6 +194,7 @@ impl App {
     }
 
     /// The executor's stream ended: its executions wait `detached` for it.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, executor = session))]
     pub async fn detach_executor(&self, actor: &Actor, session: &str) {
         self.dispatcher.unregister(session);
         let cmd = Command::DetachExecutor { executor: session.into() };
@@ -196,11 +204,13 @@ impl App {
         tracing::info!(executor = %session, "executor detached");
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id))]
     pub async fn report(&self, actor: &Actor, execution_id: &str, report: Report) -> AppResult<Execution> {
         actor.require(Permission::Write)?;
         self.write_execution(actor, Command::Report { execution_id: execution_id.into(), report }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id))]
     pub async fn request_approval(
         &self,
         actor: &Actor,
@@ -215,6 +225,7 @@ impl App {
 
     /// Decides an approval. The decider is the token's subject, never a
     /// field of the request.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, approval_id))]
     pub async fn decide(
         &self,
         actor: &Actor,
@@ -228,6 +239,7 @@ impl App {
         self.write_approval(actor, cmd).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, approval_id = id))]
     pub async fn approval(&self, actor: &Actor, id: &str) -> AppResult<Approval> {
         actor.require(Permission::Read)?;
         self.store.approval(&actor.tenant, id).await
@@ -238,6 +250,7 @@ impl App {
     }
 
     /// One listing of the tenant's approvals, optionally of one execution.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id))]
     pub async fn approvals(
         &self,
         actor: &Actor,

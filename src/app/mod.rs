@@ -212,59 +212,72 @@ impl App {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant))]
     pub async fn create_task(&self, actor: &Actor, new: NewTask) -> AppResult<Task> {
         let id = uuid::Uuid::new_v4().to_string();
         self.write_task(actor, Command::CreateTask { id, new }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
     pub async fn start_task(&self, actor: &Actor, id: &str) -> AppResult<Task> {
         self.write_task(actor, Command::StartTask { id: id.into() }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
     pub async fn report_progress(&self, actor: &Actor, id: &str, report: ProgressReport) -> AppResult<Task> {
         self.write_task(actor, Command::ReportProgress { id: id.into(), report }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
     pub async fn complete_task(&self, actor: &Actor, id: &str, result: String) -> AppResult<Task> {
         self.write_task(actor, Command::CompleteTask { id: id.into(), result }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
     pub async fn fail_task(&self, actor: &Actor, id: &str, error: String) -> AppResult<Task> {
         self.write_task(actor, Command::FailTask { id: id.into(), error }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
     pub async fn cancel_task(&self, actor: &Actor, id: &str, reason: String) -> AppResult<Task> {
         self.write_task(actor, Command::CancelTask { id: id.into(), reason }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
     pub async fn task(&self, actor: &Actor, id: &str) -> AppResult<Task> {
         actor.require(Permission::Read)?;
         self.store.task(&actor.tenant, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant))]
     pub async fn tasks(&self, actor: &Actor, status: Option<TaskStatus>, limit: u32) -> AppResult<Vec<Task>> {
         actor.require(Permission::Read)?;
         self.store.tasks(&actor.tenant, status, page_size(limit)).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
     pub async fn task_progress(&self, actor: &Actor, id: &str) -> AppResult<Vec<ProgressEntry>> {
         self.task(actor, id).await?;
         self.store.progress_history(&actor.tenant, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant))]
     pub async fn register_agent(&self, actor: &Actor, reg: AgentRegistration) -> AppResult<Agent> {
         self.write_agent(actor, Command::RegisterAgent(reg)).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, agent_id = id))]
     pub async fn heartbeat(&self, actor: &Actor, id: &str, status: AgentStatus) -> AppResult<Agent> {
         self.write_agent(actor, Command::Heartbeat { id: id.into(), status }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, agent_id = id))]
     pub async fn agent(&self, actor: &Actor, id: &str) -> AppResult<Agent> {
         actor.require(Permission::Read)?;
         self.store.agent(&actor.tenant, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant))]
     pub async fn agents(&self, actor: &Actor) -> AppResult<Vec<Agent>> {
         actor.require(Permission::Read)?;
         self.store.agents(&actor.tenant).await
