@@ -103,8 +103,21 @@ pub struct Store {
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
-fn db_err(e: sea_orm::DbErr) -> AppError {
-    AppError::internal(e)
+/// A database error as an internal error that says what was being done
+/// (`op`); the context reaches the log once, clients see the generic message.
+fn db_fail(e: sea_orm::DbErr, context: String) -> AppError {
+    AppError::internal(anyhow::Error::new(e).context(context))
+}
+
+/// For `map_err`: a failed `op` (e.g. "list agents").
+fn db_err(op: &'static str) -> impl FnOnce(sea_orm::DbErr) -> AppError {
+    move |e| db_fail(e, op.to_string())
+}
+
+/// For `map_err`: a failed `op` on one entity (e.g. "load task", id); the
+/// message is built only when the statement fails.
+fn db_err_on<'a>(op: &'a str, id: &'a str) -> impl FnOnce(sea_orm::DbErr) -> AppError + 'a {
+    move |e| db_fail(e, format!("{op} {id}"))
 }
 
 impl Store {
@@ -209,7 +222,7 @@ impl Store {
     /// Frames in the log and frames checkpointed.
     async fn passive_checkpoint(&self) -> AppResult<(i64, i64)> {
         let stmt = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
-        let row = self.db.query_one_raw(stmt).await.map_err(db_err)?;
+        let row = self.db.query_one_raw(stmt).await.map_err(db_err("passive checkpoint"))?;
         Ok(match row {
             Some(r) => (r.try_get_by_index(1).unwrap_or(0), r.try_get_by_index(2).unwrap_or(0)),
             None => (0, 0),
@@ -217,7 +230,7 @@ impl Store {
     }
 
     pub async fn ping(&self) -> AppResult<()> {
-        self.db.ping().await.map_err(db_err)
+        self.db.ping().await.map_err(db_err("ping"))
     }
 
     /// A unit of work; `known` are the writer's remembered tasks, if it is
@@ -232,9 +245,9 @@ impl Store {
             self.backend(),
             "SELECT value FROM herald_counters WHERE name = 'event_seq'",
         );
-        let row = self.db.query_one_raw(stmt).await.map_err(db_err)?;
+        let row = self.db.query_one_raw(stmt).await.map_err(db_err("read last seq"))?;
         let value: i64 = match row {
-            Some(r) => r.try_get("", "value").map_err(db_err)?,
+            Some(r) => r.try_get("", "value").map_err(db_err("read last seq"))?,
             None => 0,
         };
         Ok(value as u64)
@@ -258,14 +271,11 @@ impl Store {
     /// The figures `/metrics` reports as gauges (index-only reads).
     pub async fn figures(&self) -> AppResult<Figures> {
         let one = |sql: &str| Statement::from_string(self.backend(), sql.to_string());
-        let context = |what: &'static str| {
-            move |e: sea_orm::DbErr| AppError::internal(anyhow::Error::new(e).context(what))
-        };
         let oldest = self
             .db
             .query_one_raw(one("SELECT MIN(seq) AS seq FROM events"))
             .await
-            .map_err(context("reading the oldest event's seq"))?
+            .map_err(db_err("reading the oldest event's seq"))?
             .and_then(|r| r.try_get::<Option<i64>>("", "seq").ok().flatten())
             .unwrap_or(0);
         let mut executions = std::collections::HashMap::new();
@@ -273,10 +283,10 @@ impl Store {
             .db
             .query_all_raw(one("SELECT status, COUNT(*) AS n FROM executions GROUP BY status"))
             .await
-            .map_err(context("counting executions by status"))?;
+            .map_err(db_err("counting executions by status"))?;
         for r in rows {
-            let status: String = r.try_get("", "status").map_err(context("reading an execution count"))?;
-            let n: i64 = r.try_get("", "n").map_err(context("reading an execution count"))?;
+            let status: String = r.try_get("", "status").map_err(db_err("reading an execution count"))?;
+            let n: i64 = r.try_get("", "n").map_err(db_err("reading an execution count"))?;
             executions.insert(status, n as u64);
         }
         let pending = approval::Entity::find()
@@ -284,7 +294,7 @@ impl Store {
             .filter(of_running_execution())
             .count(&self.db)
             .await
-            .map_err(context("counting pending approvals"))?;
+            .map_err(db_err("counting pending approvals"))?;
         Ok(Figures {
             oldest_seq: oldest as u64,
             last_seq: self.last_seq().await?,
@@ -310,7 +320,7 @@ impl Store {
             .filter(tenant_column.eq(tenant))
             .one(&self.db)
             .await
-            .map_err(db_err)?
+            .map_err(|e| db_fail(e, format!("load {what} {id}")))?
             .ok_or_else(|| AppError::not_found(format!("{what} {id} not found")))
     }
 
@@ -333,7 +343,12 @@ impl Store {
         if let Some(s) = status {
             q = q.filter(status_col.eq(s));
         }
-        q.order_by_desc(created_col).order_by_desc(id_col).limit(limit).all(&self.db).await.map_err(db_err)
+        q.order_by_desc(created_col)
+            .order_by_desc(id_col)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err("list newest rows of the tenant"))
     }
 
     pub async fn tasks(&self, tenant: &str, status: Option<TaskStatus>, limit: u64) -> AppResult<Vec<Task>> {
@@ -362,7 +377,7 @@ impl Store {
         let row = agent::Entity::find_by_id((tenant.to_string(), id.to_string()))
             .one(&self.db)
             .await
-            .map_err(db_err)?
+            .map_err(db_err_on("load agent", id))?
             .ok_or_else(|| AppError::not_found(format!("agent {id} not found")))?;
         convert::agent_from_row(row)
     }
@@ -373,7 +388,7 @@ impl Store {
             .order_by_asc(agent::Column::Id)
             .all(&self.db)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err("list agents"))?;
         rows.into_iter().map(convert::agent_from_row).collect()
     }
 
@@ -411,7 +426,7 @@ impl Store {
             .order_by_asc(approval::Column::Id)
             .all(&self.db)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err_on("list approvals of execution", execution_id))?;
         rows.into_iter().map(convert::approval_from_row).collect()
     }
 
@@ -435,7 +450,8 @@ impl Store {
             ApprovalListing::Decided => q.filter(C::DecidedAt.is_not_null()).order_by_desc(C::DecidedAt),
             ApprovalListing::All => q.order_by_desc(C::RequestedAt),
         };
-        let rows = q.order_by_asc(C::Id).limit(limit).all(&self.db).await.map_err(db_err)?;
+        let rows =
+            q.order_by_asc(C::Id).limit(limit).all(&self.db).await.map_err(db_err("list approvals"))?;
         rows.into_iter().map(convert::approval_from_row).collect()
     }
 
@@ -485,7 +501,7 @@ impl Store {
         query: sea_orm::Select<E>,
         key: fn(E::Model) -> (String, String),
     ) -> AppResult<Vec<(String, String)>> {
-        let rows = query.limit(SWEEP_PAGE).all(&self.db).await.map_err(db_err)?;
+        let rows = query.limit(SWEEP_PAGE).all(&self.db).await.map_err(db_err("list sweep candidates"))?;
         Ok(rows.into_iter().map(key).collect())
     }
 
@@ -498,7 +514,7 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err("read events between seqs"))?;
         rows.into_iter().map(convert::event_from_row).collect()
     }
 
@@ -509,8 +525,8 @@ impl Store {
             _ => "SELECT id FROM nodes WHERE last_seen >= ?",
         };
         let stmt = Statement::from_sql_and_values(self.backend(), sql, [millis(since).into()]);
-        let rows = self.db.query_all_raw(stmt).await.map_err(db_err)?;
-        rows.iter().map(|r| r.try_get::<String>("", "id").map_err(db_err)).collect()
+        let rows = self.db.query_all_raw(stmt).await.map_err(db_err("list live nodes"))?;
+        rows.iter().map(|r| r.try_get::<String>("", "id").map_err(db_err("list live nodes"))).collect()
     }
 
     /// Stored events of any of `channels` in `tenant` with seq > `after`, oldest
@@ -537,7 +553,7 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err("read events"))?;
         rows.into_iter().map(convert::event_from_row).collect()
     }
 }

@@ -74,11 +74,11 @@ impl Store {
             .map_err(context("reading the oldest events to prune"))?;
         let mut upto = None;
         for r in &rows {
-            let created: i64 = r.try_get("", "created_at").map_err(db_err)?;
+            let created: i64 = r.try_get("", "created_at").map_err(db_err("prune events"))?;
             if created >= cutoff {
                 break;
             }
-            upto = Some(r.try_get::<i64>("", "seq").map_err(db_err)?);
+            upto = Some(r.try_get::<i64>("", "seq").map_err(db_err("prune events"))?);
         }
         let Some(upto) = upto else { return Ok(0) };
         let _turn = self.write_turn().await;

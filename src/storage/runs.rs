@@ -3,7 +3,7 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 
-use super::{Store, db_err};
+use super::{Store, db_err_on};
 use crate::domain::{AppError, AppResult};
 
 /// A stored AG-UI run.
@@ -58,7 +58,7 @@ impl Store {
             if e.to_string().to_lowercase().contains("unique") || e.to_string().contains("duplicate") {
                 AppError::AlreadyExists(format!("run {} exists", run.run_id))
             } else {
-                db_err(e)
+                super::db_err_on("insert AG-UI run", &run.run_id)(e)
             }
         })?;
         Ok(())
@@ -68,7 +68,7 @@ impl Store {
     pub async fn delete_agui_run(&self, tenant: &str, run_id: &str) -> AppResult<()> {
         let sql = self.placeholders("DELETE FROM agui_runs WHERE tenant = ? AND run_id = ?");
         let stmt = Statement::from_sql_and_values(self.backend(), sql, vec![tenant.into(), run_id.into()]);
-        self.connection().execute_raw(stmt).await.map_err(db_err)?;
+        self.connection().execute_raw(stmt).await.map_err(db_err_on("delete AG-UI run", run_id))?;
         Ok(())
     }
 
@@ -76,12 +76,12 @@ impl Store {
         let sql = self
             .placeholders("SELECT thread_id, execution_id FROM agui_runs WHERE tenant = ? AND run_id = ?");
         let stmt = Statement::from_sql_and_values(self.backend(), sql, vec![tenant.into(), run_id.into()]);
-        let row = self.connection().query_one_raw(stmt).await.map_err(db_err)?;
+        let row = self.connection().query_one_raw(stmt).await.map_err(db_err_on("load AG-UI run", run_id))?;
         let row = row.ok_or_else(|| AppError::not_found(format!("run {run_id} not found")))?;
         Ok(AguiRun {
             run_id: run_id.to_string(),
-            thread_id: row.try_get("", "thread_id").map_err(db_err)?,
-            execution_id: row.try_get("", "execution_id").map_err(db_err)?,
+            thread_id: row.try_get("", "thread_id").map_err(db_err_on("load AG-UI run", run_id))?,
+            execution_id: row.try_get("", "execution_id").map_err(db_err_on("load AG-UI run", run_id))?,
         })
     }
 }

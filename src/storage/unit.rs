@@ -13,8 +13,8 @@ use sea_orm::{
 };
 
 use super::convert::{self, agent_to_row, approval_to_row, event_to_row, execution_to_row, task_to_row};
-use super::db_err;
 use super::entities::{agent, approval, event, execution, task};
+use super::{db_err, db_err_on, db_fail};
 use crate::domain::{
     Agent, AppError, AppResult, Approval, Channel, Event, EventPayload, Execution, ExecutionStatus, NewEvent,
     Task,
@@ -102,7 +102,7 @@ fn not_found(what: &str, id: &str) -> AppError {
 impl UnitOfWork {
     pub(super) async fn begin(db: &DatabaseConnection, known: Option<KnownTasks>) -> AppResult<Self> {
         Ok(Self {
-            txn: db.begin().await.map_err(db_err)?,
+            txn: db.begin().await.map_err(db_err("begin transaction"))?,
             known,
             tasks: Cache::new(),
             agents: Cache::new(),
@@ -123,7 +123,7 @@ impl UnitOfWork {
                     .lock_exclusive()
                     .one(&self.txn)
                     .await
-                    .map_err(db_err)?
+                    .map_err(db_err_on("load task", id))?
                     .ok_or_else(|| not_found("task", id))?;
                 self.tasks.loaded(id.to_string(), convert::task_from_row(row)?)
             }
@@ -144,8 +144,11 @@ impl UnitOfWork {
         if let Some(a) = self.agents.get(&key) {
             return Ok(Some(a));
         }
-        let row =
-            agent::Entity::find_by_id(key.clone()).lock_exclusive().one(&self.txn).await.map_err(db_err)?;
+        let row = agent::Entity::find_by_id(key.clone())
+            .lock_exclusive()
+            .one(&self.txn)
+            .await
+            .map_err(db_err_on("load agent", id))?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(self.agents.loaded(key, convert::agent_from_row(row)?)))
     }
@@ -162,7 +165,7 @@ impl UnitOfWork {
                     .lock_exclusive()
                     .one(&self.txn)
                     .await
-                    .map_err(db_err)?
+                    .map_err(db_err_on("load execution", id))?
                     .ok_or_else(|| not_found("execution", id))?;
                 self.executions.loaded(id.to_string(), convert::execution_from_row(row)?)
             }
@@ -179,7 +182,7 @@ impl UnitOfWork {
         query: Select<execution::Entity>,
         keep: impl Fn(&Execution) -> bool,
     ) -> AppResult<Vec<Execution>> {
-        let rows = query.lock_exclusive().all(&self.txn).await.map_err(db_err)?;
+        let rows = query.lock_exclusive().all(&self.txn).await.map_err(db_err("load executions"))?;
         for row in rows {
             let e = convert::execution_from_row(row)?;
             self.executions.loaded(e.id.clone(), e);
@@ -231,7 +234,7 @@ impl UnitOfWork {
                     .lock_exclusive()
                     .one(&self.txn)
                     .await
-                    .map_err(db_err)?
+                    .map_err(db_err_on("load approval", id))?
                     .ok_or_else(|| not_found("approval", id))?;
                 self.approvals.loaded(id.to_string(), convert::approval_from_row(row)?)
             }
@@ -258,7 +261,7 @@ impl UnitOfWork {
             .filter(approval::Column::ToolCallId.eq(tool_call_id))
             .one(&self.txn)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err_on("find approval of tool call", tool_call_id))?;
         let Some(row) = row else { return Ok(None) };
         let a = convert::approval_from_row(row)?;
         Ok(Some(self.approvals.loaded(a.id.clone(), a)))
@@ -290,7 +293,7 @@ impl UnitOfWork {
             self.txn
                 .execute_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await
-                .map_err(db_err)?;
+                .map_err(db_err("record node"))?;
         }
         let sql = if pg {
             "INSERT INTO nodes (id, last_seen) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET last_seen = $2"
@@ -298,7 +301,7 @@ impl UnitOfWork {
             "INSERT INTO nodes (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen"
         };
         let stmt = Statement::from_sql_and_values(backend, sql, [instance.into(), super::millis(now).into()]);
-        self.txn.execute_raw(stmt).await.map_err(db_err)?;
+        self.txn.execute_raw(stmt).await.map_err(db_err("record node"))?;
         Ok(())
     }
 
@@ -345,7 +348,7 @@ impl UnitOfWork {
             }
         }
         self.write_rows(&events).await?;
-        self.txn.commit().await.map_err(db_err)?;
+        self.txn.commit().await.map_err(db_err("commit transaction"))?;
         let tasks = self.tasks.into_map();
         let known = self.known.map(|mut k| {
             k.remember(tasks.values().cloned());
@@ -384,9 +387,9 @@ impl UnitOfWork {
             .txn
             .query_one_raw(stmt)
             .await
-            .map_err(db_err)?
+            .map_err(db_err("number events"))?
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("event_seq counter row is missing")))?;
-        let last: i64 = row.try_get("", "value").map_err(db_err)?;
+        let last: i64 = row.try_get("", "value").map_err(db_err("number events"))?;
         let first = (last - n + 1) as u64;
         Ok(std::mem::take(&mut self.events)
             .into_iter()
@@ -439,7 +442,7 @@ where
             .on_conflict(on_conflict.clone())
             .exec_without_returning(txn)
             .await
-            .map_err(db_err)?;
+            .map_err(|e| db_fail(e, format!("upsert rows into {}", E::default().table_name())))?;
     }
     Ok(())
 }
@@ -454,7 +457,10 @@ where
     while rows.peek().is_some() {
         let chunk: Vec<A> =
             rows.by_ref().take(INSERT_CHUNK).map(|m| m.into_active_model().reset_all()).collect();
-        E::insert_many(chunk).exec_without_returning(txn).await.map_err(db_err)?;
+        E::insert_many(chunk)
+            .exec_without_returning(txn)
+            .await
+            .map_err(|e| db_fail(e, format!("insert rows into {}", E::default().table_name())))?;
     }
     Ok(())
 }

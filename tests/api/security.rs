@@ -408,14 +408,15 @@ async fn only_the_holding_executor_reports_on_an_execution() {
     assert_eq!(done.output, "real");
 }
 
-/// Log lines of `herald::auth::audit`, captured for the whole test binary.
+/// Log lines of `herald::auth::audit` and of internal errors (with the
+/// request span they happen in), captured for the whole test binary.
 fn audit_log() -> &'static std::sync::Mutex<Vec<u8>> {
     static LOG: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {
         let buffer: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::default());
         let writer = move || Capture(buffer);
         tracing_subscriber::fmt()
-            .with_env_filter("herald::auth::audit=info")
+            .with_env_filter("herald::auth::audit=info,herald::domain::error=error,herald::telemetry=info")
             .with_ansi(false)
             .with_writer(writer)
             .try_init()
@@ -583,4 +584,37 @@ async fn streams_count_toward_the_node_limit() {
     let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
     let err = app.executors(&admin).attach(attach).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+}
+
+/// A failing statement is logged once with what was being done and on which
+/// entity, inside the span of the request that hit it; the client gets the
+/// generic internal error without the database's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_errors_are_logged_with_their_context_not_shown() {
+    audit_log();
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let tenant = format!("t-{}", uuid::Uuid::new_v4().simple());
+    let token = app.token("ops", &[Role::Admin], Some(&tenant));
+    let api = Api::new(&app, &token);
+    let (status, task) = api.post("/tasks", json!({ "title": "t" })).await;
+    assert!(status < 300, "{task}");
+    let id = task["id"].as_str().expect("task id").to_string();
+
+    let db = sea_orm::Database::connect(app.config.database_url.as_str()).await.expect("open the database");
+    sea_orm::ConnectionTrait::execute_unprepared(&db, "ALTER TABLE tasks RENAME TO tasks_gone")
+        .await
+        .unwrap();
+
+    let line = logged(&format!("load task {id}"), || async {
+        let (status, body) = api.get(&format!("/tasks/{id}")).await;
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+        assert!(!body.to_string().contains("tasks"), "the cause reached the client: {body}");
+    })
+    .await;
+    assert!(line.contains("internal error") && line.contains("request{"), "{line}");
+    assert!(line.contains("route=\"/api/v1/tasks/{id}\"") && line.contains(&tenant), "{line}");
+    let all = String::from_utf8_lossy(&audit_log().lock().unwrap()).into_owned();
+    assert!(all.contains("no such table"), "the cause is not in the log");
+    assert_eq!(all.matches(&format!("load task {id}")).count(), 1, "logged more than once");
 }
