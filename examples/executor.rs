@@ -38,22 +38,38 @@ use herald::proto::{
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 type Authed = InterceptedService<Channel, Bearer>;
+
+/// Metadata naming our executor session: Attach answers with it, and only
+/// that session may report on the executions it holds.
+const SESSION: &str = "x-herald-session";
 
 #[derive(Clone)]
 struct Clients {
     agents: AgentServiceClient<Authed>,
     executor: ExecutorServiceClient<Authed>,
     approvals: ApprovalServiceClient<Authed>,
+    /// The session of the current command stream (a new one on every attach).
+    session: Arc<Mutex<Option<AsciiMetadataValue>>>,
 }
 
 impl Clients {
+    /// `msg` as a request of our executor session.
+    fn in_session<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(s) = self.session.lock().unwrap().clone() {
+            req.metadata_mut().insert(SESSION, s);
+        }
+        req
+    }
+
     async fn report(&self, execution_id: &str, event: Event) -> anyhow::Result<()> {
         let req = pb::ReportEventRequest { execution_id: execution_id.into(), event: Some(event) };
-        self.executor.clone().report_event(req).await?;
+        self.executor.clone().report_event(self.in_session(req)).await?;
         Ok(())
     }
 
@@ -101,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         agents: AgentServiceClient::with_interceptor(channel.clone(), auth.clone()),
         executor: ExecutorServiceClient::with_interceptor(channel.clone(), auth.clone()),
         approvals: ApprovalServiceClient::with_interceptor(channel, auth),
+        session: Arc::default(),
     };
 
     // Without heartbeats Herald marks the agent OFFLINE after HERALD_AGENT_TIMEOUT.
@@ -147,7 +164,9 @@ async fn attach(
     // Registering leaves the agent CREATED; a first heartbeat shows it ONLINE at once.
     clients.agents.clone().heartbeat(pb::HeartbeatRequest { agent_id: agent.into(), status: 0 }).await?;
     let attach = pb::AttachRequest { agent_id: agent.into(), ..Default::default() };
-    let mut commands = clients.executor.clone().attach(attach).await?.into_inner();
+    let attached = clients.executor.clone().attach(attach).await?;
+    *clients.session.lock().unwrap() = attached.metadata().get(SESSION).cloned();
+    let mut commands = attached.into_inner();
     println!("attached as executor of agent {agent}; waiting for executions");
     *backoff = Duration::from_secs(1);
     while let Some(cmd) = commands.message().await? {
@@ -244,7 +263,7 @@ async fn run(c: &Clients, state: &Shared, cmd: &pb::ExecuteCommand, said: &mut S
                 deadline: Some((SystemTime::now() + Duration::from_secs(300)).into()),
                 deadline_decision: DecisionKind::Reject.into(),
             };
-            let approval = c.executor.clone().request_approval(request).await?.into_inner();
+            let approval = c.executor.clone().request_approval(c.in_session(request)).await?.into_inner();
             state.lock().unwrap().requested.insert(id.into(), approval.id.clone());
             approval.id
         }

@@ -14,37 +14,42 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::{End, Subscription};
-use crate::domain::{Actor, AppError, AppResult, Channel, Event};
+use crate::domain::event::{
+    ApprovalEvent, ApprovalKind, Cancelled, ErrorSource, ExecutionEvent, ExecutionKind,
+};
+use crate::domain::{Actor, AppError, AppResult, Channel, Event, EventPayload};
+use crate::http::openapi::Errors;
 use crate::sse::KEEP_ALIVE;
 use crate::ws::{Slot, WRITE_TIMEOUT, WsState, take_slot, token_deadline};
 
 type Item = Result<SseEvent, Infallible>;
 
-pub fn routes(state: Arc<WsState>) -> Router {
-    Router::new()
-        .route("/api/v1/agui/{agent_id}", post(run))
-        .route("/api/v1/agui/runs/{run_id}", get(rejoin))
-        .with_state(state)
+pub fn routes(state: Arc<WsState>) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(run)).routes(routes!(rejoin)).with_state(state)
 }
 
 /// AG-UI's `RunAgentInput` (camelCase, as `@ag-ui/client` sends it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RunAgentInput {
+pub struct RunAgentInput {
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 128)]
     thread_id: Option<String>,
+    /// Used once per tenant: the id a rejoin names.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 128)]
     run_id: Option<String>,
     #[serde(default)]
     messages: Vec<Value>,
@@ -99,6 +104,21 @@ fn token(headers: &HeaderMap, query: Option<&str>, state: &WsState) -> AppResult
     }
 }
 
+/// Starts an execution of the agent with the messages and state as its input
+/// and streams it as AG-UI events (`data:` JSON as `@ag-ui/encoder` writes
+/// it, `id: <seq>`) until `RUN_FINISHED` or `RUN_ERROR`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agui/{agent_id}",
+    tag = "streams",
+    params(("agent_id" = String, Path, description = "The agent to run (letters, digits and _ - . :)", min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:-]+$")),
+    request_body = RunAgentInput,
+    responses(
+        (status = 200, description = "AG-UI events", content_type = "text/event-stream", body = crate::sse::SseFrame),
+        Errors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn run(
     State(state): State<Arc<WsState>>,
     Path(agent_id): Path<String>,
@@ -117,11 +137,28 @@ async fn run(
         });
         let slot = take_slot(&state, "/api/v1/agui/{agent_id}")?;
         let e = state.app.start_agui_run(&actor, &agent_id, &run_id, &thread_id, exec_input).await?;
-        open(&state, actor, slot, e.id, thread_id, run_id, None)
+        open(&state, actor, slot, e.id, thread_id, run_id, None, false)
     };
     started.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The same run again, from its start or after `Last-Event-ID`, then live.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agui/runs/{run_id}",
+    tag = "streams",
+    params(
+        ("run_id" = String, Path, description = "The `runId` the run was started with"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false,
+         description = "`<seq>` or `<seq>;<n>`, as sent in `id:` (empty: none)",
+         pattern = r"^([0-9]{1,18}(;[0-9]{1,9})?)?$"),
+    ),
+    responses(
+        (status = 200, description = "AG-UI events", content_type = "text/event-stream", body = crate::sse::SseFrame),
+        Errors,
+    ),
+    security(("bearer" = []), ("token_query" = [])),
+)]
 async fn rejoin(
     State(state): State<Arc<WsState>>,
     Path(run_id): Path<String>,
@@ -136,12 +173,20 @@ async fn rejoin(
             _ => None,
         };
         let run = state.app.agui_run(&actor, &run_id).await?;
+        // A run whose creation retention pruned cannot be translated; a
+        // quiet run would otherwise wait for an event that may never come.
+        let channel = Channel::Execution(run.execution_id.clone());
+        let first = state.app.events(&actor, &channel, 0, 1).await?;
+        let pruned = first.first().is_none_or(|e| e.payload.type_name() != "execution_created");
         let slot = take_slot(&state, "/api/v1/agui/runs/{run_id}")?;
-        open(&state, actor, slot, run.execution_id, run.thread_id, run_id, cursor)
+        open(&state, actor, slot, run.execution_id, run.thread_id, run_id, cursor, pruned)
     };
     joined.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Streams the run; with `pruned` (its log's start is gone), only the
+/// `RUN_ERROR` that says so.
+#[allow(clippy::too_many_arguments)]
 fn open(
     state: &Arc<WsState>,
     actor: Actor,
@@ -150,13 +195,16 @@ fn open(
     thread_id: String,
     run_id: String,
     cursor: Option<Cursor>,
+    pruned: bool,
 ) -> AppResult<Response> {
     let mut sub = state.app.subscription(&actor)?;
     // From the start: the translation of an event depends on the ones before.
     sub.add(vec![Channel::Execution(execution_id)], Some(0));
     let (tx, rx) = mpsc::channel::<Item>(64);
-    let pump = Pump { sub, translator: Translator::new(thread_id, run_id), cursor, tx, _slot: slot };
-    tokio::spawn(pump.run(token_deadline(&actor)));
+    let translator = Translator::new(thread_id, run_id);
+    let mut pump = Pump { sub, translator, from_start: false, cursor, tx, _slot: slot };
+    let expires = token_deadline(&actor);
+    tokio::spawn(async move { if pruned { pump.expired().await } else { pump.run(expires).await } });
     let sse = Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
     Ok(([(header::CACHE_CONTROL, "no-cache")], sse).into_response())
 }
@@ -164,12 +212,35 @@ fn open(
 struct Pump {
     sub: Subscription,
     translator: Translator,
+    /// The replay began with the execution's creation (nothing pruned).
+    from_start: bool,
     cursor: Option<Cursor>,
     tx: mpsc::Sender<Item>,
     _slot: Slot,
 }
 
 impl Pump {
+    /// The run's log no longer starts where the translation needs it:
+    /// `RUN_ERROR` with code `cursor_expired` (after a `RUN_STARTED` if this
+    /// stream has sent nothing yet, as AG-UI wants every run to start), then
+    /// the end. The client starts a new run or reads the execution's state.
+    async fn expired(&mut self) {
+        let ts = chrono::Utc::now().timestamp_millis();
+        let mut out = Vec::new();
+        if self.cursor.is_none() {
+            self.translator.start(ts, &mut out);
+        }
+        let message = "retention (HERALD_RETENTION) removed the start of this run's events: \
+                       it cannot be replayed; read the execution's state instead";
+        out.push(ev("RUN_ERROR", ts, json!({ "message": message, "code": "cursor_expired" })));
+        for event in out {
+            let sse = SseEvent::default().data(event.to_string());
+            if !matches!(self.tx.send_timeout(Ok(sse), WRITE_TIMEOUT).await, Ok(())) {
+                return;
+            }
+        }
+    }
+
     /// Ends after `RUN_FINISHED` / `RUN_ERROR`, when the client leaves, when
     /// the token expires, or when Herald stops (the client rejoins).
     async fn run(mut self, expires: tokio::time::Instant) {
@@ -183,8 +254,17 @@ impl Pump {
                 Ok(b) => b,
                 Err(End::Failed(e)) => return e.log_if_internal(),
                 Err(End::Closed(_)) => return,
+                Err(End::Expired { .. }) => return self.expired().await,
             };
             for d in batch {
+                // The translation needs the run's log from its start; retention
+                // may have pruned it (before a rejoin, or under a replay).
+                if !self.from_start {
+                    if d.event.payload.type_name() != "execution_created" {
+                        return self.expired().await;
+                    }
+                    self.from_start = true;
+                }
                 let seq = d.event.seq;
                 let out = self.translator.push(&d.event);
                 let n = out.len();
@@ -288,14 +368,27 @@ impl Translator {
             return out;
         }
         let (seq, ts) = (event.seq, event.timestamp.timestamp_millis());
-        let kind = event.payload.type_name().to_string();
-        let d = crate::encode::data(&event.payload);
-        match kind.as_str() {
-            "execution_created" | "cancel_requested" => {}
-            "execution_started" => self.start(ts, &mut out),
-            "thinking" => {
-                self.start(ts, &mut out);
-                self.close_text(ts, &mut out);
+        match &event.payload {
+            EventPayload::Execution(e) => self.execution(e, seq, ts, &mut out),
+            EventPayload::Approval(a) => self.approval(a, ts, &mut out),
+            EventPayload::TaskCreated(_)
+            | EventPayload::TaskProgress(_)
+            | EventPayload::TaskCompleted(_)
+            | EventPayload::TaskFailed(_)
+            | EventPayload::TaskCancelled(_)
+            | EventPayload::AgentUpdate(_) => {}
+        }
+        out
+    }
+
+    fn execution(&mut self, e: &ExecutionEvent, seq: u64, ts: i64, out: &mut Vec<Value>) {
+        use ExecutionKind as K;
+        match &e.kind {
+            K::Created(_) | K::CancelRequested(_) => {}
+            K::Started(_) => self.start(ts, out),
+            K::Thinking(t) => {
+                self.start(ts, out);
+                self.close_text(ts, out);
                 let id = match &self.reasoning {
                     Some(id) => id.clone(),
                     None => {
@@ -310,14 +403,17 @@ impl Translator {
                         id
                     }
                 };
-                let delta = text_of(&d["text"]);
-                if !delta.is_empty() {
-                    out.push(ev("REASONING_MESSAGE_CONTENT", ts, json!({ "messageId": id, "delta": delta })));
+                if !t.text.is_empty() {
+                    out.push(ev(
+                        "REASONING_MESSAGE_CONTENT",
+                        ts,
+                        json!({ "messageId": id, "delta": t.text }),
+                    ));
                 }
             }
-            "message_delta" => {
-                self.start(ts, &mut out);
-                self.close_reasoning(ts, &mut out);
+            K::MessageDelta(t) => {
+                self.start(ts, out);
+                self.close_reasoning(ts, out);
                 let id = match &self.text {
                     Some(id) => id.clone(),
                     None => {
@@ -331,124 +427,130 @@ impl Translator {
                         id
                     }
                 };
-                let delta = text_of(&d["text"]);
-                if !delta.is_empty() {
-                    out.push(ev("TEXT_MESSAGE_CONTENT", ts, json!({ "messageId": id, "delta": delta })));
+                if !t.text.is_empty() {
+                    out.push(ev("TEXT_MESSAGE_CONTENT", ts, json!({ "messageId": id, "delta": t.text })));
                 }
             }
-            "tool_call" => {
-                self.start(ts, &mut out);
-                self.close_text(ts, &mut out);
-                self.close_reasoning(ts, &mut out);
-                let id = text_of(&d["tool_call_id"]);
-                out.push(ev(
-                    "TOOL_CALL_START",
-                    ts,
-                    json!({ "toolCallId": id, "toolCallName": text_of(&d["tool"]) }),
-                ));
-                let args = text_of(&d["arguments"]);
+            K::ToolCall(call) => {
+                self.start(ts, out);
+                self.close_text(ts, out);
+                self.close_reasoning(ts, out);
+                let id = &call.tool_call_id;
+                out.push(ev("TOOL_CALL_START", ts, json!({ "toolCallId": id, "toolCallName": call.tool })));
+                let args = text_of(&call.arguments);
                 if !args.is_empty() {
                     out.push(ev("TOOL_CALL_ARGS", ts, json!({ "toolCallId": id, "delta": args })));
                 }
                 out.push(ev("TOOL_CALL_END", ts, json!({ "toolCallId": id })));
             }
-            "tool_result" => {
-                self.start(ts, &mut out);
-                self.close_text(ts, &mut out);
-                self.close_reasoning(ts, &mut out);
+            K::ToolResult(r) => {
+                self.start(ts, out);
+                self.close_text(ts, out);
+                self.close_reasoning(ts, out);
                 out.push(ev(
                     "TOOL_CALL_RESULT",
                     ts,
-                    json!({ "messageId": format!("result-{seq}"), "toolCallId": text_of(&d["tool_call_id"]),
-                            "content": text_of(&d["result"]), "role": "tool" }),
+                    json!({ "messageId": format!("result-{seq}"), "toolCallId": r.tool_call_id,
+                            "content": text_of(&r.result), "role": "tool" }),
                 ));
             }
-            "subagent_start" => {
-                self.start(ts, &mut out);
-                self.close_text(ts, &mut out);
-                self.close_reasoning(ts, &mut out);
-                let name = text_of(&d["name"]);
-                out.push(ev("STEP_STARTED", ts, json!({ "stepName": name })));
-                self.steps.push(name);
+            K::SubagentStart(sub) => {
+                self.start(ts, out);
+                self.close_text(ts, out);
+                self.close_reasoning(ts, out);
+                out.push(ev("STEP_STARTED", ts, json!({ "stepName": sub.name })));
+                self.steps.push(sub.name.clone());
             }
-            "subagent_end" => {
-                self.start(ts, &mut out);
-                self.close_text(ts, &mut out);
-                self.close_reasoning(ts, &mut out);
-                let name = text_of(&d["name"]);
-                if let Some(i) = self.steps.iter().rposition(|s| *s == name) {
+            K::SubagentEnd(sub) => {
+                self.start(ts, out);
+                self.close_text(ts, out);
+                self.close_reasoning(ts, out);
+                if let Some(i) = self.steps.iter().rposition(|s| *s == sub.name) {
                     self.steps.remove(i);
-                    out.push(ev("STEP_FINISHED", ts, json!({ "stepName": name })));
+                    out.push(ev("STEP_FINISHED", ts, json!({ "stepName": sub.name })));
                 }
             }
-            "approval_required" => {
-                self.start(ts, &mut out);
-                self.close_text(ts, &mut out);
-                self.close_reasoning(ts, &mut out);
-                let value = json!({
-                    "approval_id": d["approval_id"], "tool_call_id": d["tool_call_id"], "action": d["action"],
-                    "arguments": d["arguments"], "allowed_decisions": d["allowed_decisions"],
-                    "deadline": d["deadline"], "deadline_decision": d["deadline_decision"],
-                });
-                out.push(ev("CUSTOM", ts, json!({ "name": "herald.approval_required", "value": value })));
+            K::ExecutorDetached(_) | K::ExecutorReattached(_) => {
+                self.start(ts, out);
+                let name = format!("herald.{}", e.kind.type_name());
+                out.push(ev("CUSTOM", ts, json!({ "name": name, "value": { "status": e.status } })));
             }
-            "approved" | "rejected" | "edited" | "responded" => {
-                self.start(ts, &mut out);
-                let value = json!({
-                    "approval_id": d["approval_id"], "tool_call_id": d["tool_call_id"], "action": d["action"],
-                    "decision": d["decision"], "arguments": d["arguments"], "message": d["message"],
-                    "decided_by": d["decided_by"], "decided_at": d["decided_at"],
-                });
-                out.push(ev("CUSTOM", ts, json!({ "name": "herald.approval_decided", "value": value })));
-            }
-            "executor_detached" | "executor_reattached" => {
-                self.start(ts, &mut out);
-                let name = format!("herald.{kind}");
-                out.push(ev("CUSTOM", ts, json!({ "name": name, "value": { "status": d["status"] } })));
-            }
-            "complete" => {
-                self.start(ts, &mut out);
-                self.close_all(ts, &mut out);
-                let result = json!({ "threadId": self.thread_id, "runId": self.run_id, "result": text_of(&d["output"]) });
+            K::Complete(done) => {
+                self.start(ts, out);
+                self.close_all(ts, out);
+                let result =
+                    json!({ "threadId": self.thread_id, "runId": self.run_id, "result": done.output });
                 out.push(ev("RUN_FINISHED", ts, result));
                 self.done = true;
             }
-            "error" | "cancelled" => {
-                self.start(ts, &mut out);
-                self.close_text(ts, &mut out);
-                self.close_reasoning(ts, &mut out);
-                let (code, message) = match kind.as_str() {
-                    "cancelled" => ("cancelled", format!("cancelled: {}", text_of(&d["detail"]))),
-                    _ if d["by"] == "herald" => ("executor_lost", text_of(&d["message"])),
-                    _ => ("agent_error", text_of(&d["message"])),
-                };
-                out.push(ev("RUN_ERROR", ts, json!({ "message": message, "code": code })));
-                self.done = true;
+            K::Error(err) => {
+                let code = if err.by == Some(ErrorSource::Herald) { "executor_lost" } else { "agent_error" };
+                self.fail(code, err.message.clone(), ts, out);
             }
-            _ => {}
+            K::Cancelled(c) => {
+                let reason = match c {
+                    Cancelled::ByHerald(s) => s.detail.as_deref().unwrap_or_default(),
+                    Cancelled::ByExecutor(_) => "",
+                };
+                self.fail("cancelled", format!("cancelled: {reason}"), ts, out);
+            }
         }
-        out
+    }
+
+    /// Ends the run with `RUN_ERROR`.
+    fn fail(&mut self, code: &str, message: String, ts: i64, out: &mut Vec<Value>) {
+        self.start(ts, out);
+        self.close_text(ts, out);
+        self.close_reasoning(ts, out);
+        out.push(ev("RUN_ERROR", ts, json!({ "message": message, "code": code })));
+        self.done = true;
+    }
+
+    fn approval(&mut self, a: &ApprovalEvent, ts: i64, out: &mut Vec<Value>) {
+        use ApprovalKind as K;
+        match &a.kind {
+            K::Required(r) => {
+                self.start(ts, out);
+                self.close_text(ts, out);
+                self.close_reasoning(ts, out);
+                let value = json!({
+                    "approval_id": a.approval_id, "tool_call_id": r.tool_call_id, "action": r.action,
+                    "arguments": r.arguments, "allowed_decisions": r.allowed_decisions,
+                    "deadline": r.deadline, "deadline_decision": r.deadline_decision,
+                });
+                out.push(ev("CUSTOM", ts, json!({ "name": "herald.approval_required", "value": value })));
+            }
+            K::Approved(d) | K::Rejected(d) | K::Edited(d) | K::Responded(d) => {
+                self.start(ts, out);
+                let value = json!({
+                    "approval_id": a.approval_id, "tool_call_id": d.tool_call_id, "action": d.action,
+                    "decision": d.decision, "arguments": d.arguments, "message": d.message,
+                    "decided_by": d.decided_by, "decided_at": d.decided_at,
+                });
+                out.push(ev("CUSTOM", ts, json!({ "name": "herald.approval_decided", "value": value })));
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::event::ExecutionEvent;
-    use crate::domain::{EventPayload, ExecutionStatus};
 
+    /// An event of a running execution from its stored form; `data` is
+    /// completed with a status change's fields (other kinds ignore them).
     fn exec(seq: u64, kind: &str, data: Value) -> Event {
+        let mut full = json!({
+            "execution_id": "e", "status": "running",
+            "agent_id": "a", "task_id": null, "detail": null, "output": null, "error": null,
+        });
+        full.as_object_mut().unwrap().extend(data.as_object().unwrap().clone());
         Event {
             seq,
             tenant: "t".into(),
             timestamp: chrono::Utc::now(),
             actor: "a".into(),
-            payload: EventPayload::Execution(ExecutionEvent {
-                execution_id: "e".into(),
-                kind: kind.into(),
-                status: ExecutionStatus::Running,
-                data,
-            }),
+            payload: crate::encode::payload(kind, full).unwrap(),
         }
     }
 

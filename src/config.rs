@@ -41,6 +41,19 @@ pub struct NetConfig {
     pub max_connections_per_ip: usize,
     /// `HERALD_CONNECTION_RATE_PER_IP` (200) new connections per second.
     pub connection_rate_per_ip: u32,
+    /// `HERALD_IDLE_TIMEOUT` (60s): an HTTP/1 connection kept alive with no
+    /// request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// `HERALD_WS_HANDSHAKE_TIMEOUT` (5s): a WebSocket upgrade request must
+    /// arrive in full within this of the connection's start.
+    pub ws_handshake_timeout: Duration,
+    /// `HERALD_HTTP2_KEEPALIVE` (20s): an HTTP/2 connection silent this long
+    /// is pinged.
+    pub http2_keepalive: Duration,
+    /// `HERALD_HTTP2_KEEPALIVE_TIMEOUT` (10s): a ping not answered within this
+    /// closes the connection, ending its streams (an executor's `Attach`
+    /// among them: its executions go `detached`).
+    pub http2_keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +201,7 @@ impl Config {
                     Some(_) => Some(duration(var, "HERALD_RETENTION", "")?),
                     None => None,
                 },
+                idempotency_window: duration(var, "HERALD_IDEMPOTENCY_WINDOW", "24h")?,
                 cluster: match var("HERALD_REDIS_URL") {
                     None => None,
                     Some(redis_url) => Some(ClusterConfig {
@@ -219,6 +233,10 @@ impl Config {
                 header_read_timeout: duration(var, "HERALD_HEADER_READ_TIMEOUT", "10s")?,
                 max_connections_per_ip: parse(var, "HERALD_MAX_CONNECTIONS_PER_IP", 1000)?,
                 connection_rate_per_ip: parse(var, "HERALD_CONNECTION_RATE_PER_IP", 200)?,
+                idle_timeout: duration(var, "HERALD_IDLE_TIMEOUT", "60s")?,
+                ws_handshake_timeout: duration(var, "HERALD_WS_HANDSHAKE_TIMEOUT", "5s")?,
+                http2_keepalive: duration(var, "HERALD_HTTP2_KEEPALIVE", "20s")?,
+                http2_keepalive_timeout: duration(var, "HERALD_HTTP2_KEEPALIVE_TIMEOUT", "10s")?,
             },
             data_dir,
         };
@@ -241,8 +259,12 @@ impl Config {
                 "HERALD_REDIS_URL makes this node a cluster member: HERALD_DATABASE_URL must be PostgreSQL"
             );
         }
-        if self.app.node_id.contains('/') {
-            bail!("HERALD_NODE_ID must not contain '/'");
+        if self.app.idempotency_window.is_zero() {
+            bail!("HERALD_IDEMPOTENCY_WINDOW must be longer than 0s");
+        }
+        // It starts every executor session id, which travels as gRPC metadata.
+        if self.app.node_id.contains('/') || !self.app.node_id.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("HERALD_NODE_ID must be printable ASCII without '/' or spaces");
         }
         Ok(())
     }
@@ -351,7 +373,28 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     ),
     ("HERALD_MAX_CONNECTIONS_PER_IP", Some("1000"), "connections open at once from one address"),
     ("HERALD_CONNECTION_RATE_PER_IP", Some("200"), "new connections per second from one address"),
+    (
+        "HERALD_IDLE_TIMEOUT",
+        Some("60s"),
+        "a kept-alive HTTP/1 connection with no request for this long is closed",
+    ),
+    (
+        "HERALD_WS_HANDSHAKE_TIMEOUT",
+        Some("5s"),
+        "a WebSocket upgrade request must arrive in full within this of connecting",
+    ),
+    ("HERALD_HTTP2_KEEPALIVE", Some("20s"), "an HTTP/2 connection silent this long is pinged"),
+    (
+        "HERALD_HTTP2_KEEPALIVE_TIMEOUT",
+        Some("10s"),
+        "an unanswered ping closes the connection (a frozen executor goes detached)",
+    ),
     ("HERALD_RETENTION", None, "events older than this (e.g. 7d) leave the log [default: kept forever]"),
+    (
+        "HERALD_IDEMPOTENCY_WINDOW",
+        Some("24h"),
+        "how long an Idempotency-Key is remembered with the answer it got",
+    ),
     ("HERALD_METRICS_ADDR", None, "serve /metrics on this address [default: the main port]"),
     ("HERALD_METRICS_TOKEN", None, "scrapes of /metrics must send this bearer token [default: none]"),
 ];

@@ -1,9 +1,12 @@
 //! Admission of TCP connections, before any byte is parsed: a per-IP limit
 //! on open connections and on new connections per second, and a deadline for
-//! a connection's first request headers (which covers WebSocket handshakes),
-//! so slowloris and silent connections cannot use up the node's descriptors.
-//! Written by hand because axum's `serve` takes any [`Listener`] but exposes
-//! no hyper timer, and no maintained crate does admission per IP for it.
+//! a connection's first request headers (a shorter one for a WebSocket
+//! upgrade), so slowloris and silent connections cannot use up the node's
+//! descriptors. Then [`serve`]: hyper-util's connection builder with a timer,
+//! so an HTTP/1 connection idle between requests is closed and an HTTP/2 peer
+//! that stops answering pings (a frozen executor, a partition) is dropped,
+//! ending its streams. Written by hand because axum's `serve` exposes no hyper
+//! timer or settings, and no maintained crate does admission per IP for it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,9 +19,14 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tower_service::Service;
 
 use crate::auth::audit::Remote;
 use crate::config::NetConfig;
@@ -115,8 +123,16 @@ impl Listener for Admitting {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY");
             }
-            let deadline = Box::pin(tokio::time::sleep(self.admission.config.header_read_timeout));
-            let conn = Connection { tcp, _admitted: admitted, headers_due: Some(deadline), tail: Vec::new() };
+            let accepted = Instant::now();
+            let deadline =
+                Box::pin(tokio::time::sleep_until(accepted + self.admission.config.header_read_timeout));
+            let conn = Connection {
+                tcp,
+                _admitted: admitted,
+                headers_due: Some(deadline),
+                upgrade_due: Some(accepted + self.admission.config.ws_handshake_timeout),
+                head: Vec::new(),
+            };
             return (conn, remote);
         }
     }
@@ -132,27 +148,98 @@ impl Connected<IncomingStream<'_, Admitting>> for Remote {
     }
 }
 
+impl Connected<SocketAddr> for Remote {
+    fn connect_info(remote: SocketAddr) -> Self {
+        Remote(remote)
+    }
+}
+
+/// Serves `router` on `listener` until `signal` completes, then lets every
+/// connection finish gracefully (requests in flight complete; HTTP/2 gets
+/// GOAWAY). Upgraded WebSockets are not waited for, as with `axum::serve`.
+pub async fn serve(mut listener: Admitting, router: axum::Router, signal: impl Future<Output = ()>) {
+    let config = listener.admission.config.clone();
+    let mut builder = Builder::new(TokioExecutor::new());
+    // With a timer, hyper's header-read timeout runs whenever an HTTP/1
+    // connection waits for a request head: that is the idle timeout of a
+    // kept-alive connection (and a bound on later heads). The first head has
+    // the shorter deadline of `Connection`.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.idle_timeout);
+    builder
+        .http2()
+        // HTTP/2 WebSockets (extended CONNECT), as axum::serve enables.
+        .enable_connect_protocol()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keepalive)
+        .keep_alive_timeout(config.http2_keepalive_timeout);
+    let mut make_service = router.into_make_service_with_connect_info::<Remote>();
+    let graceful = GracefulShutdown::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let (io, remote) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut signal => break,
+        };
+        let service = match make_service.call(remote).await {
+            Ok(s) => s,
+            Err(never) => match never {},
+        };
+        let conn =
+            builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The longest first request head searched for a WebSocket upgrade; hyper
+/// refuses longer heads anyway.
+const MAX_HEAD_SCAN: usize = 16 * 1024;
+
 /// An admitted TCP connection. Until the end of its first header block
 /// (`\r\n\r\n`; HTTP/2's preface holds one) has arrived, reads fail once
-/// the header-read deadline passes, and hyper drops the connection.
+/// the header-read deadline passes, and hyper drops the connection; a head
+/// asking for an upgrade (a WebSocket handshake) must be complete by the
+/// earlier WebSocket handshake deadline.
 pub struct Connection {
     tcp: TcpStream,
     _admitted: Admitted,
     headers_due: Option<Pin<Box<Sleep>>>,
-    /// The last bytes read, to find `\r\n\r\n` across reads.
-    tail: Vec<u8>,
+    /// When an upgrade request must be complete; None once looked for.
+    upgrade_due: Option<Instant>,
+    /// The first request's head so far (at most `MAX_HEAD_SCAN` bytes, then
+    /// only its last 3), to find its end across reads and an `Upgrade` header.
+    head: Vec<u8>,
 }
 
 impl Connection {
     fn saw(&mut self, bytes: &[u8]) {
-        let mut window = std::mem::take(&mut self.tail);
-        window.extend_from_slice(bytes);
-        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+        let from = self.head.len().saturating_sub(3);
+        self.head.extend_from_slice(bytes);
+        if self.head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
             self.headers_due = None;
+            self.head = Vec::new();
             return;
         }
-        let keep = window.len().saturating_sub(3);
-        self.tail = window.split_off(keep);
+        if let Some(due) = self.upgrade_due
+            && self.head.to_ascii_lowercase().windows(9).any(|w| w == b"\nupgrade:")
+        {
+            self.upgrade_due = None;
+            if let Some(sleep) = self.headers_due.as_mut()
+                && due < sleep.deadline()
+            {
+                sleep.as_mut().reset(due);
+            }
+        }
+        if self.head.len() > MAX_HEAD_SCAN {
+            self.upgrade_due = None;
+            self.head = self.head.split_off(self.head.len() - 3);
+        }
     }
 }
 

@@ -17,20 +17,21 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::{End, Subscription};
 use crate::domain::{Actor, AppError, AppResult, Channel};
-use crate::encode::event_value;
+use crate::encode::event_envelope;
+use crate::http::openapi::Errors;
 use crate::hub::{CloseReason, Delivery};
 use crate::ws::protocol::{close, collapsed_frame, error_frame, event_frame};
 use crate::ws::{Slot, WRITE_TIMEOUT, WsState, take_slot, token_deadline};
@@ -45,8 +46,8 @@ const QUEUE: usize = 64;
 
 type Item = Result<SseEvent, Infallible>;
 
-pub fn routes(state: Arc<WsState>) -> Router {
-    Router::new().route("/api/v1/stream", get(stream)).with_state(state)
+pub fn routes(state: Arc<WsState>) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(stream)).with_state(state)
 }
 
 /// Where a stream resumes: after `seq`, or, with `through`, after the copies of
@@ -115,8 +116,12 @@ fn parse_query(q: Option<&str>) -> AppResult<(Query, Vec<Channel>)> {
             }
             "token" if !v.is_empty() => query.token = Some(v.into_owned()),
             "after_seq" | "cursor" | "last_seq" => {
-                let seq =
-                    v.parse().map_err(|_| AppError::invalid(format!("after_seq '{v}' is not a seq")))?;
+                // Seqs are stored as i64: a larger cursor is no seq at all.
+                let seq = v
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .ok_or_else(|| AppError::invalid(format!("after_seq '{v}' is not a seq")))?;
                 query.after_seq = Some(seq);
             }
             _ => {}
@@ -125,6 +130,31 @@ fn parse_query(q: Option<&str>) -> AppResult<(Query, Vec<Channel>)> {
     Ok((query, channels))
 }
 
+/// The channels' events as Server-Sent Events: `event: <type>`, `id: <cursor>`,
+/// `data: <the WebSocket frame's JSON>` (the `Event` schema), after a first
+/// `subscribed` event; a comment line every 15 s. A `close` event says why the
+/// stream ends (token expired, slow consumer, restart); reconnect with
+/// `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "streams",
+    params(
+        ("channel" = Vec<String>, Query, explode = true,
+         description = "Channels to stream (repeat, or comma-separate): task_updates, agent_status, approvals, task:{id}, agent:{id}, execution:{id}",
+         min_items = 1, max_items = 16,
+         pattern = r"^(task_updates|agent_status|approvals|(task|agent|execution):[A-Za-z0-9_.:-]{1,128})$"),
+        ("after_seq" = Option<u64>, Query, description = "Resume after this seq (Last-Event-ID wins when both are sent)"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false,
+         description = "`<seq>` or `<seq>;<channel>`, as sent in `id:`; EventSource sends it on reconnect (empty: none)",
+         pattern = r"^(|[0-9]{1,18}|[1-9][0-9]{0,17};(task_updates|agent_status|approvals|(task|agent|execution):[A-Za-z0-9_.:-]{1,128}))$"),
+    ),
+    responses(
+        (status = 200, description = "The event stream; each `data:` line is an `Event`", content_type = "text/event-stream", body = SseFrame),
+        Errors,
+    ),
+    security(("bearer" = []), ("token_query" = [])),
+)]
 async fn stream(State(state): State<Arc<WsState>>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     match open(state, q, &headers).await {
         Ok(r) => r,
@@ -203,6 +233,23 @@ async fn open(state: Arc<WsState>, q: Option<String>, headers: &HeaderMap) -> Ap
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
 }
 
+/// One Server-Sent Event as the document describes it (SSE and AG-UI): its
+/// fields as a client's parser reads them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: axum's `Event` writes the frames
+pub struct SseFrame {
+    /// The event's type (`subscribed`, an event type, `progress_collapsed`,
+    /// `cursor_expired`, `close`, `error`); absent on AG-UI streams.
+    event: Option<String>,
+    /// The resume cursor to send back as `Last-Event-ID`.
+    id: Option<String>,
+    /// How long EventSource waits before reconnecting, in milliseconds.
+    retry: Option<u64>,
+    /// JSON text: an `Event`, or the control frame named by `event`; on AG-UI
+    /// streams an AG-UI event.
+    data: String,
+}
+
 /// Moves one stream's deliveries into its HTTP body.
 struct Pump {
     state: Arc<WsState>,
@@ -250,6 +297,14 @@ impl Pump {
                     let _ = self.send(SseEvent::default().event("error").data(error_frame(&e))).await;
                     return;
                 }
+                // Retention overtook the replay under way: as at connect time,
+                // cursor_expired, then live from a fresh `subscribed`.
+                Err(End::Expired { channels, oldest_seq, .. }) => {
+                    if !self.resync(channels, oldest_seq).await {
+                        return;
+                    }
+                    continue;
+                }
             };
             let mut sent = 0;
             for d in batch {
@@ -293,12 +348,29 @@ impl Pump {
             let data = if **ch == *d.channel {
                 event_frame(d).as_str().to_string()
             } else {
-                event_value(&d.event, ch).to_string()
+                serde_json::to_string(&event_envelope(&d.event, ch)).expect("events always serialize")
             };
             let id = if i + 1 == mine.len() { seq.to_string() } else { format!("{seq};{ch}") };
             out.push(SseEvent::default().event(d.event.payload.type_name()).id(id).data(data));
         }
         out
+    }
+
+    async fn resync(&mut self, channels: Vec<Channel>, oldest_seq: u64) -> bool {
+        let frame = json!({ "type": "cursor_expired", "oldest_seq": oldest_seq });
+        if !self.send(SseEvent::default().event("cursor_expired").data(frame.to_string())).await {
+            return false;
+        }
+        let seq = match self.sub.add_live(channels).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                let _ = self.send(SseEvent::default().event("error").data(error_frame(&e))).await;
+                return false;
+            }
+        };
+        self.skip = None;
+        let hello = json!({ "type": "subscribed", "channels": self.channels.iter().collect::<Vec<_>>(), "after_seq": seq });
+        self.send(SseEvent::default().event("subscribed").id(seq.to_string()).data(hello.to_string())).await
     }
 
     async fn send(&self, event: SseEvent) -> bool {

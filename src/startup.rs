@@ -1,6 +1,6 @@
 //! Builds Herald from its configuration and serves gRPC, HTTP and
-//! WebSocket on one port with `axum::serve` — tonic's own server cannot hand a
-//! connection over to a WebSocket upgrade.
+//! WebSocket on one port with one axum router over `conn::serve` — tonic's
+//! own server cannot hand a connection over to a WebSocket upgrade.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,10 +68,16 @@ impl Herald {
         let (grpc, health) = grpc::routes(app.clone(), verifier.clone()).await?;
         let grpc = grpc::client_faults(grpc.into_axum_router());
         let ws = WsState::new(app.clone(), verifier.clone(), config.ws.clone(), config.origins.clone());
-        let mut web = http::routes(app.clone(), verifier)
+        // The JSON routes come with their OpenAPI operations (utoipa-axum); the
+        // document is generated once, here, from exactly the routes served.
+        let (json, assets) = http::routes(app.clone(), verifier);
+        let (json, operations) = json
             .merge(ws::routes(ws.clone()))
             .merge(crate::sse::routes(ws.clone()))
-            .merge(crate::agui::routes(ws.clone()));
+            .merge(crate::agui::routes(ws.clone()))
+            .split_for_parts();
+        let api_doc = http::openapi::document(operations);
+        let mut web = json.merge(assets).merge(http::openapi::serve(&api_doc));
         if let Some(cors) = http::cors(&config.origins) {
             web = web.layer(cors);
         }
@@ -117,6 +123,12 @@ impl Herald {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// `(METHOD, path template)` of every HTTP route on the main port (gRPC
+    /// services as `ANY`): the test of `/openapi.json` checks each is documented.
+    pub fn route_table(&self) -> std::collections::BTreeSet<(String, String)> {
+        http::openapi::route_table(&self.router)
+    }
+
     /// Where `/metrics` is served when it has its own listener.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_apart.as_ref().and_then(|(l, _)| l.local_addr().ok())
@@ -147,9 +159,7 @@ impl Herald {
             }
         };
         let router = router.layer(axum::middleware::from_fn(crate::auth::audit::refusals));
-        axum::serve(listener, router.into_make_service_with_connect_info::<crate::auth::audit::Remote>())
-            .with_graceful_shutdown(signal)
-            .await?;
+        crate::conn::serve(listener, router, signal).await;
         // Upgraded sockets are not tracked by the server: give them a moment to
         // tell their clients we are restarting.
         let deadline = tokio::time::Instant::now() + WS_DRAIN;

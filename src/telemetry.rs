@@ -328,9 +328,22 @@ pub async fn serve_apart(
 /// `herald::request` target, logs it): the HTTP status, and a gRPC call
 /// refused before its body (its `grpc-status` is in the headers).
 pub fn on_response<B>(res: &axum::http::Response<B>, latency: std::time::Duration, span: &Span) {
-    span.record("status", res.status().as_u16());
+    let status = res.status();
+    span.record("status", status.as_u16());
+    let is_grpc = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if let Some(code) = res.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
         span.record("outcome", code_name(code));
+    } else if !is_grpc {
+        // HTTP: the status's class (a gRPC call's comes with its trailers).
+        let outcome = match status.as_u16() {
+            500.. => "server_error",
+            400..500 => "client_error",
+            _ => "ok",
+        };
+        span.record("outcome", outcome);
     }
     tracing::debug!(target: "herald::request", latency_ms = latency.as_millis() as u64, "response");
 }

@@ -8,7 +8,7 @@ use crate::domain::{
     Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, Approval, ApprovalRequest,
     DecisionKind, EventPayload, Execution, NewEvent, NewTask, ProgressReport, Report, Task,
 };
-use crate::storage::UnitOfWork;
+use crate::storage::{LockKeys, UnitOfWork};
 
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -93,8 +93,10 @@ pub enum Command {
         instance: String,
         retire_others: bool,
     },
+    /// `session`: the executor session reporting (None: an admin, or refused).
     Report {
         execution_id: String,
+        session: Option<String>,
         report: Report,
     },
     CancelExecution {
@@ -111,6 +113,7 @@ pub enum Command {
     RequestApproval {
         id: String,
         execution_id: String,
+        session: Option<String>,
         request: ApprovalRequest,
     },
     Decide {
@@ -123,6 +126,46 @@ pub enum Command {
     DecideByDeadline {
         approval_id: String,
     },
+}
+
+impl Command {
+    /// Adds the rows this command locks by key to `keys`, so the writer can
+    /// lock a whole batch's rows in one fixed order (`UnitOfWork::lock_ahead`).
+    pub fn lock_keys(&self, tenant: &str, keys: &mut LockKeys) {
+        match self {
+            Self::StartTask { id }
+            | Self::ReportProgress { id, .. }
+            | Self::CompleteTask { id, .. }
+            | Self::FailTask { id, .. }
+            | Self::CancelTask { id, .. }
+            | Self::Execute { task_id: Some(id), .. } => {
+                keys.tasks.insert(id.clone());
+            }
+            Self::RegisterAgent(AgentRegistration { id, .. })
+            | Self::Heartbeat { id, .. }
+            | Self::ExpireAgent { id, .. } => {
+                keys.agents.insert((tenant.to_string(), id.clone()));
+            }
+            Self::StartExecution { id, .. }
+            | Self::ReattachExecution { id, .. }
+            | Self::CancelExecution { id, .. }
+            | Self::ExpireExecution { id, .. }
+            | Self::Report { execution_id: id, .. }
+            | Self::RequestApproval { execution_id: id, .. } => {
+                keys.executions.insert(id.clone());
+            }
+            Self::AttachExecutor { running, .. } => keys.executions.extend(running.iter().cloned()),
+            Self::Decide { approval_id, .. } | Self::DecideByDeadline { approval_id } => {
+                keys.approvals.insert(approval_id.clone());
+            }
+            // New rows, or rows found by a query while the command runs.
+            Self::CreateTask { .. }
+            | Self::Execute { task_id: None, .. }
+            | Self::DetachExecutor { .. }
+            | Self::DetachDeadNodes { .. }
+            | Self::TouchNode { .. } => {}
+        }
+    }
 }
 
 /// What a command leaves behind, before its events have seq numbers.
@@ -298,9 +341,9 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
             }
             Ok(Outcome::Done)
         }
-        Command::Report { execution_id, report } => {
+        Command::Report { execution_id, session, report } => {
             let mut e = uow.execution(tenant, &execution_id).await?;
-            e.check_reporter(actor)?;
+            e.check_reporter(actor, session.as_deref())?;
             let event = e.report(report, now)?;
             uow.put_execution(e.clone(), false);
             emit(uow, actor, now, event);
@@ -322,9 +365,9 @@ pub async fn apply(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResu
             }
             Ok(Outcome::Execution(e))
         }
-        Command::RequestApproval { id, execution_id, request } => {
+        Command::RequestApproval { id, execution_id, session, request } => {
             let mut e = uow.execution(tenant, &execution_id).await?;
-            e.check_reporter(actor)?;
+            e.check_reporter(actor, session.as_deref())?;
             // An executor that restarted asks again: it gets the same approval.
             // The same key for a different request is refused, never answered
             // with another request's (maybe approved) approval.

@@ -7,13 +7,14 @@
 //! behind is detached; when it re-attaches it gets everything again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{App, Command, Outcome};
-use crate::domain::event::ExecutionEvent;
+use crate::domain::event::{ApprovalKind, ExecutionEvent, ExecutionKind};
 use crate::domain::{Actor, Approval, Decision, Event, EventPayload, Execution};
 
 pub const COMMAND_BUFFER: usize = 256;
@@ -56,31 +57,31 @@ impl Dispatcher {
             subject: actor.subject.clone(),
             tx,
         };
-        self.inner.lock().expect("dispatcher lock").sessions.insert(id.into(), session);
+        self.inner.lock().sessions.insert(id.into(), session);
         rx
     }
 
     /// Attached executor sessions on this node.
     pub fn session_count(&self) -> usize {
-        self.inner.lock().expect("dispatcher lock").sessions.len()
+        self.inner.lock().sessions.len()
     }
 
     /// Ends every executor's command stream (shutdown).
     pub fn close_all(&self) {
-        let mut inner = self.inner.lock().expect("dispatcher lock");
+        let mut inner = self.inner.lock();
         inner.sessions.clear();
         inner.owners.clear();
     }
 
     pub fn unregister(&self, id: &str) {
-        let mut inner = self.inner.lock().expect("dispatcher lock");
+        let mut inner = self.inner.lock();
         inner.sessions.remove(id);
         inner.owners.retain(|_, s| s != id);
     }
 
     /// Sends to a session; a full or closed queue drops the session.
     pub fn send(&self, session: &str, cmd: ExecutorCommand) {
-        let mut inner = self.inner.lock().expect("dispatcher lock");
+        let mut inner = self.inner.lock();
         if let ExecutorCommand::Execute { execution, .. } = &cmd {
             inner.owners.insert(execution.id.clone(), session.into());
         }
@@ -93,7 +94,7 @@ impl Dispatcher {
 
     /// A session of this agent on this node, round robin, with its subject.
     fn pick(&self, tenant: &str, agent_id: &str) -> Option<(String, String)> {
-        let mut inner = self.inner.lock().expect("dispatcher lock");
+        let mut inner = self.inner.lock();
         let mut ids: Vec<&String> = inner
             .sessions
             .iter()
@@ -112,16 +113,16 @@ impl Dispatcher {
 
     /// Whether a session attached to this node is running the execution.
     pub fn runs_here(&self, execution_id: &str) -> bool {
-        let inner = self.inner.lock().expect("dispatcher lock");
+        let inner = self.inner.lock();
         inner.owners.get(execution_id).is_some_and(|s| inner.sessions.contains_key(s))
     }
 
     fn owner(&self, execution_id: &str) -> Option<String> {
-        self.inner.lock().expect("dispatcher lock").owners.get(execution_id).cloned()
+        self.inner.lock().owners.get(execution_id).cloned()
     }
 
     fn forget(&self, execution_id: &str) {
-        self.inner.lock().expect("dispatcher lock").owners.remove(execution_id);
+        self.inner.lock().owners.remove(execution_id);
     }
 }
 
@@ -137,7 +138,14 @@ pub(super) async fn run(app: App, mut events: mpsc::UnboundedReceiver<Arc<Event>
         };
         match &event.payload {
             EventPayload::Execution(e) => on_execution(&app, &event, e).await,
-            EventPayload::Approval(a) if a.kind != "approval_required" => {
+            EventPayload::Approval(a) => {
+                match a.kind {
+                    ApprovalKind::Required(_) => continue,
+                    ApprovalKind::Approved(_)
+                    | ApprovalKind::Rejected(_)
+                    | ApprovalKind::Edited(_)
+                    | ApprovalKind::Responded(_) => {}
+                }
                 let Some(session) = app.dispatcher.owner(&a.execution_id) else { continue };
                 match app.store.approval(&event.tenant, &a.approval_id).await {
                     Ok(approval) => {
@@ -148,16 +156,22 @@ pub(super) async fn run(app: App, mut events: mpsc::UnboundedReceiver<Arc<Event>
                     Err(e) => e.log_if_internal(),
                 }
             }
-            _ => {}
+            EventPayload::TaskCreated(_)
+            | EventPayload::TaskProgress(_)
+            | EventPayload::TaskCompleted(_)
+            | EventPayload::TaskFailed(_)
+            | EventPayload::TaskCancelled(_)
+            | EventPayload::AgentUpdate(_) => {}
         }
     }
 }
 
 async fn on_execution(app: &App, event: &Event, e: &ExecutionEvent) {
-    match e.kind.as_str() {
-        "execution_created" => {
-            let agent_id = e.data["agent_id"].as_str().unwrap_or_default();
-            let Some((session, executor_subject)) = app.dispatcher.pick(&event.tenant, agent_id) else {
+    use ExecutionKind as K;
+    match &e.kind {
+        K::Created(created) => {
+            let Some((session, executor_subject)) = app.dispatcher.pick(&event.tenant, &created.agent_id)
+            else {
                 return;
             };
             let cmd = Command::StartExecution {
@@ -175,9 +189,9 @@ async fn on_execution(app: &App, event: &Event, e: &ExecutionEvent) {
         // Failover: an executor of the agent attached here takes over an
         // execution whose executor went away (its stream ended, or its node
         // died). Exactly one claim wins, on whichever node.
-        "executor_detached" => {
-            let agent_id = e.data["agent_id"].as_str().unwrap_or_default();
-            let Some((session, executor_subject)) = app.dispatcher.pick(&event.tenant, agent_id) else {
+        K::ExecutorDetached(detached) => {
+            let Some((session, executor_subject)) = app.dispatcher.pick(&event.tenant, &detached.agent_id)
+            else {
                 return;
             };
             let cmd = Command::ReattachExecution {
@@ -192,14 +206,27 @@ async fn on_execution(app: &App, event: &Event, e: &ExecutionEvent) {
                 err.log_if_internal();
             }
         }
-        "cancel_requested" => {
+        K::CancelRequested(request) => {
             if let Some(session) = app.dispatcher.owner(&e.execution_id) {
-                let reason = e.data["detail"].as_str().unwrap_or_default().to_string();
+                let reason = request.detail.clone().unwrap_or_default();
                 app.dispatcher
                     .send(&session, ExecutorCommand::Cancel { execution_id: e.execution_id.clone(), reason });
             }
         }
-        _ if e.status.is_terminal() => app.dispatcher.forget(&e.execution_id),
-        _ => {}
+        K::Started(_)
+        | K::Thinking(_)
+        | K::ToolCall(_)
+        | K::ToolResult(_)
+        | K::MessageDelta(_)
+        | K::SubagentStart(_)
+        | K::SubagentEnd(_)
+        | K::Complete(_)
+        | K::Error(_)
+        | K::Cancelled(_)
+        | K::ExecutorReattached(_) => {
+            if e.status.is_terminal() {
+                app.dispatcher.forget(&e.execution_id);
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@ use super::dispatch::ExecutorCommand;
 use super::{App, Command, Outcome, mismatch};
 use crate::domain::{
     Actor, AppError, AppResult, Approval, ApprovalListing, ApprovalRequest, DecisionKind, Execution,
-    Permission, Report,
+    IdempotencyKey, Permission, Report,
 };
 use crate::storage::AguiRun;
 
@@ -21,8 +21,13 @@ pub struct ExecutorSession {
 }
 
 impl App {
-    async fn write_execution(&self, actor: &Actor, cmd: Command) -> AppResult<Execution> {
-        match self.writer.submit(actor, cmd).await? {
+    async fn write_execution(
+        &self,
+        actor: &Actor,
+        cmd: Command,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<Execution> {
+        match self.writer.submit_keyed(actor, cmd, self.idempotency(key)).await? {
             Outcome::Execution(e) => Ok(e),
             _ => Err(mismatch("an execution")),
         }
@@ -43,12 +48,13 @@ impl App {
         agent_id: &str,
         input: serde_json::Value,
         task_id: Option<String>,
+        key: Option<IdempotencyKey>,
     ) -> AppResult<Execution> {
         actor.require(Permission::Execute)?;
         let input = crate::domain::execution::prompt(input);
         let id = uuid::Uuid::new_v4().to_string();
         let cmd = Command::Execute { id, agent_id: agent_id.into(), input, task_id };
-        self.write_execution(actor, cmd).await
+        self.write_execution(actor, cmd, key).await
     }
 
     /// Starts an execution for an AG-UI run: the run (its `runId` and
@@ -73,7 +79,8 @@ impl App {
         let run = AguiRun { run_id: run_id.into(), thread_id: thread_id.into(), execution_id: id.clone() };
         self.store.insert_agui_run(&actor.tenant, &run).await?;
         let cmd = Command::Execute { id, agent_id: agent_id.into(), input, task_id: None };
-        match self.write_execution(actor, cmd).await {
+        // The run id is this create's idempotency key already.
+        match self.write_execution(actor, cmd, None).await {
             Ok(e) => Ok(e),
             Err(e) => {
                 if let Err(forget) = self.store.delete_agui_run(&actor.tenant, run_id).await {
@@ -110,9 +117,15 @@ impl App {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id = id))]
-    pub async fn cancel_execution(&self, actor: &Actor, id: &str, reason: String) -> AppResult<Execution> {
+    pub async fn cancel_execution(
+        &self,
+        actor: &Actor,
+        id: &str,
+        reason: String,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<Execution> {
         actor.require(Permission::Execute)?;
-        self.write_execution(actor, Command::CancelExecution { id: id.into(), reason }).await
+        self.write_execution(actor, Command::CancelExecution { id: id.into(), reason }, key).await
     }
 
     /// Attaches an executor of a registered agent. It first gets the
@@ -204,22 +217,35 @@ impl App {
         tracing::info!(executor = %session, "executor detached");
     }
 
+    /// An executor's report on an execution; `session` must be the executor
+    /// session holding it (see [`Execution::check_reporter`]).
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id))]
-    pub async fn report(&self, actor: &Actor, execution_id: &str, report: Report) -> AppResult<Execution> {
+    pub async fn report(
+        &self,
+        actor: &Actor,
+        session: Option<&str>,
+        execution_id: &str,
+        report: Report,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<Execution> {
         actor.require(Permission::Write)?;
-        self.write_execution(actor, Command::Report { execution_id: execution_id.into(), report }).await
+        let cmd =
+            Command::Report { execution_id: execution_id.into(), session: session.map(Into::into), report };
+        self.write_execution(actor, cmd, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id))]
     pub async fn request_approval(
         &self,
         actor: &Actor,
+        session: Option<&str>,
         execution_id: &str,
         request: ApprovalRequest,
     ) -> AppResult<Approval> {
         actor.require(Permission::Write)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let cmd = Command::RequestApproval { id, execution_id: execution_id.into(), request };
+        let session = session.map(Into::into);
+        let cmd = Command::RequestApproval { id, execution_id: execution_id.into(), session, request };
         self.write_approval(actor, cmd).await
     }
 

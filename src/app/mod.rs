@@ -5,6 +5,8 @@
 mod commands;
 pub mod dispatch;
 mod executions;
+mod idempotency;
+mod ingest;
 mod retention;
 mod subscription;
 mod sweeper;
@@ -18,12 +20,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::{Command, Outcome};
+pub use ingest::{IngestStream, PendingReport, StreamedReport, ends_stream};
 pub use subscription::{End, Subscription};
 
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::domain::{
-    Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, Channel, Event, NewTask, Permission,
-    ProgressEntry, ProgressReport, Task, TaskStatus,
+    Actor, Agent, AgentRegistration, AgentStatus, AppError, AppResult, Channel, Event, IdempotencyKey,
+    NewTask, Permission, ProgressEntry, ProgressReport, Task, TaskStatus,
 };
 use crate::hub::{CloseReason, Hub};
 use crate::storage::Store;
@@ -56,6 +59,8 @@ pub struct AppSettings {
     pub cluster: Option<ClusterConfig>,
     /// `HERALD_RETENTION`: events older than this leave the log (none: kept forever).
     pub retention: Option<Duration>,
+    /// `HERALD_IDEMPOTENCY_WINDOW`: how long an idempotency key is remembered.
+    pub idempotency_window: Duration,
 }
 
 /// How long `/readyz` waits for each dependency.
@@ -82,6 +87,10 @@ pub struct App {
     /// restart with the same node id still tells this boot's sessions from
     /// the previous one's.
     instance: Arc<str>,
+    /// Open ingest streams (`HERALD_MAX_STREAMS` counts them).
+    ingest_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Cancelled by [`App::close_subscriptions`].
+    closing: CancellationToken,
 }
 
 /// Background work started with the app; `stop` ends it after the writer has
@@ -138,7 +147,17 @@ impl App {
         tasks.push(writer_task);
         let dispatcher = Arc::new(dispatch::Dispatcher::default());
         let instance: Arc<str> = format!("{}/{}", settings.node_id, uuid::Uuid::new_v4().simple()).into();
-        let app = Self { store, hub, cluster, writer, dispatcher, settings: Arc::new(settings), instance };
+        let app = Self {
+            store,
+            hub,
+            cluster,
+            writer,
+            dispatcher,
+            settings: Arc::new(settings),
+            instance,
+            ingest_streams: Default::default(),
+            closing: CancellationToken::new(),
+        };
         let touch = Command::TouchNode { instance: app.instance.to_string(), retire_others: true };
         app.writer.submit(&Actor::system(""), touch).await?;
         let alive = match app.cluster {
@@ -149,6 +168,8 @@ impl App {
         tasks.push(tokio::spawn(dispatch::run(app.clone(), app.hub.tap(), stop.clone())));
         tasks.push(tokio::spawn(sweeper::run(app.clone(), stop.clone())));
         tasks.push(tokio::spawn(sweeper::checkpoints(app.clone(), stop.clone())));
+        let window = app.settings.idempotency_window;
+        tasks.push(tokio::spawn(idempotency::run(app.clone(), window, stop.clone())));
         if let Some(keep) = app.settings.retention {
             app.store.warn_if_file_cannot_shrink().await;
             tasks.push(tokio::spawn(retention::run(app.clone(), keep, stop.clone())));
@@ -191,6 +212,7 @@ impl App {
     pub fn close_subscriptions(&self) {
         self.hub.close_all(CloseReason::Shutdown);
         self.dispatcher.close_all();
+        self.closing.cancel();
     }
 
     async fn write(&self, actor: &Actor, cmd: Command) -> AppResult<Outcome> {
@@ -198,8 +220,14 @@ impl App {
         self.writer.submit(actor, cmd).await
     }
 
-    async fn write_task(&self, actor: &Actor, cmd: Command) -> AppResult<Task> {
-        match self.write(actor, cmd).await? {
+    /// The writer's form of a caller's idempotency key.
+    fn idempotency(&self, key: Option<IdempotencyKey>) -> Option<idempotency::Idempotency> {
+        key.map(|k| idempotency::Idempotency::new(k, self.settings.idempotency_window))
+    }
+
+    async fn write_task(&self, actor: &Actor, cmd: Command, key: Option<IdempotencyKey>) -> AppResult<Task> {
+        actor.require(Permission::Write)?;
+        match self.writer.submit_keyed(actor, cmd, self.idempotency(key)).await? {
             Outcome::Task(t) => Ok(t),
             _ => Err(mismatch("a task")),
         }
@@ -213,34 +241,63 @@ impl App {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant))]
-    pub async fn create_task(&self, actor: &Actor, new: NewTask) -> AppResult<Task> {
+    pub async fn create_task(
+        &self,
+        actor: &Actor,
+        new: NewTask,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<Task> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.write_task(actor, Command::CreateTask { id, new }).await
+        self.write_task(actor, Command::CreateTask { id, new }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
-    pub async fn start_task(&self, actor: &Actor, id: &str) -> AppResult<Task> {
-        self.write_task(actor, Command::StartTask { id: id.into() }).await
+    pub async fn start_task(&self, actor: &Actor, id: &str, key: Option<IdempotencyKey>) -> AppResult<Task> {
+        self.write_task(actor, Command::StartTask { id: id.into() }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
-    pub async fn report_progress(&self, actor: &Actor, id: &str, report: ProgressReport) -> AppResult<Task> {
-        self.write_task(actor, Command::ReportProgress { id: id.into(), report }).await
+    pub async fn report_progress(
+        &self,
+        actor: &Actor,
+        id: &str,
+        report: ProgressReport,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<Task> {
+        self.write_task(actor, Command::ReportProgress { id: id.into(), report }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
-    pub async fn complete_task(&self, actor: &Actor, id: &str, result: String) -> AppResult<Task> {
-        self.write_task(actor, Command::CompleteTask { id: id.into(), result }).await
+    pub async fn complete_task(
+        &self,
+        actor: &Actor,
+        id: &str,
+        result: String,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<Task> {
+        self.write_task(actor, Command::CompleteTask { id: id.into(), result }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
-    pub async fn fail_task(&self, actor: &Actor, id: &str, error: String) -> AppResult<Task> {
-        self.write_task(actor, Command::FailTask { id: id.into(), error }).await
+    pub async fn fail_task(
+        &self,
+        actor: &Actor,
+        id: &str,
+        error: String,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<Task> {
+        self.write_task(actor, Command::FailTask { id: id.into(), error }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
-    pub async fn cancel_task(&self, actor: &Actor, id: &str, reason: String) -> AppResult<Task> {
-        self.write_task(actor, Command::CancelTask { id: id.into(), reason }).await
+    pub async fn cancel_task(
+        &self,
+        actor: &Actor,
+        id: &str,
+        reason: String,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<Task> {
+        self.write_task(actor, Command::CancelTask { id: id.into(), reason }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
@@ -329,8 +386,10 @@ impl App {
     }
 
     /// Refuses a new stream when the node holds `max_streams` already.
-    fn check_stream_room(&self) -> AppResult<()> {
-        let open = self.hub.subscriber_count() + self.dispatcher.session_count();
+    pub fn check_stream_room(&self) -> AppResult<()> {
+        let open = self.hub.subscriber_count()
+            + self.dispatcher.session_count()
+            + self.ingest_streams.load(std::sync::atomic::Ordering::Relaxed);
         if open >= self.settings.max_streams {
             return Err(AppError::ResourceExhausted(format!(
                 "this node has reached its limit of {} open streams; try another node or later",

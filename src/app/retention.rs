@@ -23,6 +23,16 @@ pub(super) async fn run(app: App, keep: Duration, stop: CancellationToken) {
     // Often enough that the log never overshoots the horizon by much, rarely
     // enough to cost nothing when there is nothing to do.
     let every = (keep / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    periodically(every, &stop, || prune(&app, keep, &stop)).await;
+}
+
+/// Runs `pass` every `every` until `stop`; a failed pass is logged once and
+/// the next tick tries again. Shared by the background pruners (events here,
+/// idempotency keys in `idempotency`).
+pub(super) async fn periodically<F>(every: Duration, stop: &CancellationToken, mut pass: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = AppResult<()>>,
+{
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -30,7 +40,7 @@ pub(super) async fn run(app: App, keep: Duration, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = prune(&app, keep, &stop).await {
+        if let Err(e) = pass().await {
             e.log_if_internal();
         }
     }

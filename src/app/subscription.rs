@@ -3,6 +3,12 @@
 //! the client's cursor, then continues with live deliveries, dropping any it
 //! already sent (`seq <= high-water mark` of that channel). That ordering is
 //! what makes resume lossless and duplicate-free.
+//!
+//! Retention can prune the log's start while a replay reads it (after the
+//! transport checked the cursor, or between two pages): every page that does
+//! not begin right after its cursor is checked against the oldest kept seq
+//! *after* reading it, and a gap becomes [`End::Expired`] instead of a silent
+//! skip.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,6 +29,16 @@ struct Replay {
 pub enum End {
     Closed(CloseReason),
     Failed(AppError),
+    /// Retention pruned events of `channels` after `after` while their replay
+    /// read the log. The subscription stays open and those channels stay
+    /// registered (live deliveries wait in the outbox); the transport either
+    /// ends the stream (gRPC: `OUT_OF_RANGE`) or resyncs the channels without
+    /// a cursor (`/ws`: `cursor_expired`, then a snapshot).
+    Expired {
+        channels: Vec<Channel>,
+        after: u64,
+        oldest_seq: u64,
+    },
 }
 
 pub struct Subscription {
@@ -138,11 +154,24 @@ impl Subscription {
     pub async fn next_batch(&mut self) -> Result<Vec<Arc<Delivery>>, End> {
         loop {
             if let Some(replay) = self.replays.front() {
-                let events = self
-                    .store
-                    .events(&self.tenant, &replay.channels, replay.after, REPLAY_PAGE)
-                    .await
-                    .map_err(End::Failed)?;
+                // Boxed: the queries' futures are large, and this one lives
+                // inside every idle session's future (see ws::session's size test).
+                let events =
+                    Box::pin(self.store.events(&self.tenant, &replay.channels, replay.after, REPLAY_PAGE))
+                        .await
+                        .map_err(End::Failed)?;
+                let after = replay.after;
+                // The pruner cuts the log from its start and the oldest kept
+                // seq only grows, so if it is still at most `after + 1` once
+                // the page is read, nothing after `after` was gone when it was
+                // read. A page that begins right after its cursor needs no look.
+                if events.first().is_none_or(|e| e.seq != after + 1)
+                    && let Some(oldest_seq) =
+                        Box::pin(self.store.cursor_expired(after)).await.map_err(End::Failed)?
+                {
+                    let replay = self.replays.pop_front().expect("checked above");
+                    return Err(End::Expired { channels: replay.channels, after, oldest_seq });
+                }
                 let replay = self.replays.front_mut().expect("checked above");
                 let Some(last) = events.last() else {
                     self.replays.pop_front();
@@ -229,5 +258,50 @@ mod tests {
         };
         let (next, ()) = tokio::join!(seqs(&mut sub), later);
         assert_eq!(next, [3], "seq 2 from the outbox was dropped");
+    }
+
+    /// Retention pruning the log after the transport checked the cursor but
+    /// before the replay read it: the replay reports the gap instead of
+    /// starting silently at the oldest kept event.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_replay_overtaken_by_retention_is_expired_not_short() {
+        let (store, _dir) = store().await;
+        let hub = Hub::new();
+        let writer = writer(&store, &hub);
+        let actor = admin();
+        for id in ["a", "b", "c", "d"] {
+            writer.submit(&actor, create_task(id)).await.unwrap();
+        }
+        let mut sub = Subscription::new(hub.subscriber(16), store.clone(), &actor);
+        assert_eq!(store.cursor_expired(1).await.unwrap(), None, "the transport's check passes");
+        sub.add(vec![Channel::TaskUpdates], Some(1));
+        assert_eq!(store.prune_events(i64::MAX, 2).await.unwrap(), 2, "seqs 1 and 2 go");
+        let end = tokio::time::timeout(Duration::from_secs(5), sub.next_batch()).await.expect("an answer");
+        match end {
+            Err(End::Expired { channels, after: 1, oldest_seq: 3 }) => {
+                assert_eq!(channels, [Channel::TaskUpdates]);
+            }
+            other => panic!("expected End::Expired after 1, oldest 3, got {:?}", other.map(|b| b.len())),
+        }
+        // The channel stays subscribed: a cursor at the horizon still replays.
+        sub.add(vec![Channel::TaskUpdates], Some(2));
+        assert_eq!(seqs(&mut sub).await, [3, 4]);
+    }
+
+    /// Seqs are global: a channel's replay that begins past `after + 1`
+    /// because the seqs between belong to other channels is not a gap.
+    #[tokio::test(flavor = "current_thread")]
+    async fn other_channels_seqs_are_not_a_gap() {
+        let (store, _dir) = store().await;
+        let hub = Hub::new();
+        let writer = writer(&store, &hub);
+        let actor = admin();
+        for id in ["a", "b", "c"] {
+            writer.submit(&actor, create_task(id)).await.unwrap();
+        }
+        assert_eq!(store.prune_events(i64::MAX, 1).await.unwrap(), 1, "seq 1 goes");
+        let mut sub = Subscription::new(hub.subscriber(16), store.clone(), &actor);
+        sub.add(vec![Channel::Task("c".into())], Some(1));
+        assert_eq!(seqs(&mut sub).await, [3], "task c's creation, after task b's seq 2");
     }
 }

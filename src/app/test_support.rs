@@ -17,6 +17,27 @@ pub(crate) async fn store() -> (Store, tempfile::TempDir) {
     (Store::connect(&url, 2).await.expect("store"), dir)
 }
 
+/// A migrated store in a fresh PostgreSQL database (`herald_test_*`, which
+/// `.ci/run` drops) from `HERALD_TEST_POSTGRES_URL`; without it `None`, after
+/// a loud SKIPPED, or a failure under `CI=true`.
+pub(crate) async fn pg_store(test: &str) -> Option<Store> {
+    use sea_orm::ConnectionTrait;
+    let Some(base) = std::env::var("HERALD_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "{test} needs PostgreSQL (HERALD_TEST_POSTGRES_URL): under CI=true a missing service fails"
+        );
+        eprintln!("SKIPPED {test}: needs PostgreSQL (HERALD_TEST_POSTGRES_URL)");
+        return None;
+    };
+    let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sea_orm::Database::connect(base.as_str()).await.expect("connect to postgres");
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+    let (prefix, _) = base.rsplit_once('/').expect("postgres url has a database");
+    Some(Store::connect(&format!("{prefix}/{name}"), 2).await.expect("store"))
+}
+
 pub(crate) fn admin() -> Actor {
     Actor { subject: "ann".into(), roles: vec![Role::Admin], tenant: String::new(), expires_at: i64::MAX }
 }

@@ -9,8 +9,8 @@
 //! `PERMISSION_DENIED`. Refusals inside an open WebSocket (a bad
 //! `refresh_token`, a denied decision) are recorded by the session itself.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request};
@@ -82,7 +82,7 @@ pub fn record(surface: &'static str, remote: Option<SocketAddr>, denied: bool, m
     let reason = reason_label(denied, message);
     metrics::counter!("herald_auth_failures_total", "reason" => reason, "surface" => surface).increment(1);
     let suppressed = {
-        let mut budget = BUDGET.lock().expect("log budget lock");
+        let mut budget = BUDGET.lock();
         let b = budget.get_or_insert(LogBudget { window: Instant::now(), logged: 0, suppressed: 0 });
         if b.window.elapsed() >= Duration::from_secs(1) {
             b.window = Instant::now();

@@ -6,7 +6,6 @@
 pub mod audit;
 pub mod grpc;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,10 +37,12 @@ pub struct Verifier {
     /// Tokens already verified, until they expire: clients send the same
     /// token with every call, and checking a signature each time is most of
     /// what a small call costs.
-    verified: std::sync::Arc<std::sync::Mutex<HashMap<String, Actor>>>,
+    /// Bounded (quick_cache evicts the least useful entries one by one): a
+    /// flood of new tokens cannot empty it for everyone else at once.
+    verified: std::sync::Arc<quick_cache::sync::Cache<String, Actor>>,
 }
 
-/// Verified tokens kept at most; past it the cache starts over.
+/// Verified tokens kept at most (approximately).
 const VERIFIED_LIMIT: usize = 10_000;
 
 impl Verifier {
@@ -67,23 +68,20 @@ impl Verifier {
             }
             None => validation.validate_aud = false,
         }
-        Self { key: std::sync::Arc::new(key), validation, verified: Default::default() }
+        let verified = std::sync::Arc::new(quick_cache::sync::Cache::new(VERIFIED_LIMIT));
+        Self { key: std::sync::Arc::new(key), validation, verified }
     }
 
     /// A bad token is `Unauthenticated` with a reason; the token itself is never echoed.
     pub fn verify(&self, token: &str) -> Result<Actor, AppError> {
         let now = chrono::Utc::now().timestamp();
-        if let Some(actor) = self.verified.lock().expect("verified lock").get(token)
+        if let Some(actor) = self.verified.get(token)
             && actor.expires_at + self.validation.leeway as i64 > now
         {
-            return Ok(actor.clone());
+            return Ok(actor);
         }
         let actor = self.verify_signature(token)?;
-        let mut verified = self.verified.lock().expect("verified lock");
-        if verified.len() >= VERIFIED_LIMIT {
-            verified.clear();
-        }
-        verified.insert(token.to_string(), actor.clone());
+        self.verified.insert(token.to_string(), actor.clone());
         Ok(actor)
     }
 
@@ -247,4 +245,35 @@ pub fn verifier(config: &Config) -> anyhow::Result<Verifier> {
         return Ok(Verifier::new(key, alg, &config.auth));
     }
     Ok(Verifier::hs256(&hs256_secret(config)?, &config.auth))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// One token past the limit evicts a little, not everything: the cache
+    /// used to start over empty.
+    #[test]
+    fn the_verified_token_cache_stays_full_past_its_limit() {
+        let secret = b"a-test-secret-of-at-least-32-bytes!!";
+        let checks = AuthConfig {
+            secret: None,
+            public_key_file: None,
+            algorithm: None,
+            leeway: Duration::from_secs(5),
+            issuer: None,
+            audience: None,
+        };
+        let verifier = Verifier::hs256(secret, &checks);
+        let minter = Minter::hs256(secret);
+        for i in 0..=VERIFIED_LIMIT {
+            let token =
+                minter.mint(&format!("user-{i}"), &[Role::Viewer], None, Duration::from_secs(600)).unwrap();
+            assert_eq!(verifier.verify(&token).unwrap().subject, format!("user-{i}"));
+        }
+        let kept = verifier.verified.len();
+        assert!(kept > VERIFIED_LIMIT / 2 && kept <= VERIFIED_LIMIT + VERIFIED_LIMIT / 10, "{kept} kept");
+    }
 }

@@ -40,7 +40,7 @@ fn encode(e: &Event) -> String {
 fn decode(payload: &[u8]) -> Option<Event> {
     let w: Wire = serde_json::from_slice(payload).ok()?;
     let payload = crate::encode::payload(&w.event_type, w.data).ok()?;
-    Some(Event { seq: w.seq, tenant: w.tenant, timestamp: time(w.ts), actor: w.actor, payload })
+    Some(Event { seq: w.seq, tenant: w.tenant, timestamp: time(w.ts).ok()?, actor: w.actor, payload })
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -152,7 +152,7 @@ mod tests {
         let e = Event {
             seq: 7,
             tenant: "t".into(),
-            timestamp: time(1_700_000_000_123),
+            timestamp: time(1_700_000_000_123).unwrap(),
             actor: "a".into(),
             payload: crate::encode::payload(
                 "task_created",

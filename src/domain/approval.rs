@@ -5,14 +5,15 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::error::AppError;
-use super::event::{ApprovalEvent, EventPayload};
+use super::event::{ApprovalDecided, ApprovalEvent, ApprovalKind, ApprovalRequired, EventPayload};
 use super::execution::check_json;
 use super::task::{MAX_DESCRIPTION, MAX_ID, MAX_TEXT, check_len};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionKind {
     Approve,
@@ -44,7 +45,7 @@ impl DecisionKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Decision {
     pub kind: DecisionKind,
     /// The arguments finally approved: the original ones for approve, the
@@ -108,31 +109,61 @@ pub struct ApprovalRequest {
     pub deadline_decision: Option<DecisionKind>,
 }
 
-/// The JSON form: every field, plus `status` (`pending` or `decided`) as gRPC has it.
+/// An approval's JSON form: every field, plus `status` (`pending` or
+/// `decided`) as gRPC has it. `Approval` serializes as this, so the schema
+/// derived here is the one clients get.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Approval)]
+pub struct ApprovalJson {
+    pub id: String,
+    pub tenant: String,
+    pub execution_id: String,
+    pub tool_call_id: String,
+    pub action: String,
+    /// The arguments the agent asked to run with.
+    pub arguments: Value,
+    pub allowed_decisions: Vec<DecisionKind>,
+    /// A JSON Schema the arguments of an `edit` must satisfy.
+    pub arguments_schema: Option<Value>,
+    pub deadline: Option<DateTime<Utc>>,
+    /// What the deadline decides when it passes.
+    pub deadline_decision: DecisionKind,
+    /// `pending` or `decided`.
+    #[schema(examples("pending"))]
+    pub status: &'static str,
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    pub decision: Option<Decision>,
+    pub last_seq: u64,
+}
+
 impl Serialize for Approval {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Approval", 15)?;
-        st.serialize_field("id", &self.id)?;
-        st.serialize_field("tenant", &self.tenant)?;
-        st.serialize_field("execution_id", &self.execution_id)?;
-        st.serialize_field("tool_call_id", &self.tool_call_id)?;
-        st.serialize_field("action", &self.action)?;
-        st.serialize_field("arguments", &self.arguments)?;
-        st.serialize_field("allowed_decisions", &self.allowed_decisions)?;
-        st.serialize_field("arguments_schema", &self.arguments_schema)?;
-        st.serialize_field("deadline", &self.deadline)?;
-        st.serialize_field("deadline_decision", &self.deadline_decision)?;
-        st.serialize_field("status", self.status())?;
-        st.serialize_field("requested_by", &self.requested_by)?;
-        st.serialize_field("requested_at", &self.requested_at)?;
-        st.serialize_field("decision", &self.decision)?;
-        st.serialize_field("last_seq", &self.last_seq)?;
-        st.end()
+        self.json().serialize(s)
     }
 }
 
 impl Approval {
+    pub fn json(&self) -> ApprovalJson {
+        ApprovalJson {
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            execution_id: self.execution_id.clone(),
+            tool_call_id: self.tool_call_id.clone(),
+            action: self.action.clone(),
+            arguments: self.arguments.clone(),
+            allowed_decisions: self.allowed_decisions.clone(),
+            arguments_schema: self.arguments_schema.clone(),
+            deadline: self.deadline,
+            deadline_decision: self.deadline_decision,
+            status: self.status(),
+            requested_by: self.requested_by.clone(),
+            requested_at: self.requested_at,
+            decision: self.decision.clone(),
+            last_seq: self.last_seq,
+        }
+    }
+
     /// `pending` until decided, then `decided` (gRPC's `ApprovalStatus`).
     pub fn status(&self) -> &'static str {
         if self.is_pending() { "pending" } else { "decided" }
@@ -210,26 +241,24 @@ impl Approval {
             decision: None,
             last_seq: 0,
         };
-        let data = json!({
-            "tool_call_id": a.tool_call_id,
-            "action": a.action,
-            "arguments": a.arguments,
-            "allowed_decisions": a.allowed_decisions,
-            "arguments_schema": a.arguments_schema,
-            "deadline": a.deadline,
-            "deadline_decision": a.deadline_decision,
-            "requested_by": a.requested_by,
-        });
-        let event = a.event("approval_required", data);
+        let event = a.event(ApprovalKind::Required(ApprovalRequired {
+            tool_call_id: a.tool_call_id.clone(),
+            action: a.action.clone(),
+            arguments: a.arguments.clone(),
+            allowed_decisions: a.allowed_decisions.clone(),
+            arguments_schema: a.arguments_schema.clone(),
+            deadline: a.deadline,
+            deadline_decision: a.deadline_decision,
+            requested_by: a.requested_by.clone(),
+        }));
         Ok((a, event))
     }
 
-    fn event(&self, kind: &str, data: Value) -> EventPayload {
+    fn event(&self, kind: ApprovalKind) -> EventPayload {
         EventPayload::Approval(ApprovalEvent {
             approval_id: self.id.clone(),
             execution_id: self.execution_id.clone(),
-            kind: kind.into(),
-            data,
+            kind,
         })
     }
 
@@ -288,18 +317,18 @@ impl Approval {
             decided_at: now,
             by_deadline,
         };
-        let data = json!({
-            "tool_call_id": self.tool_call_id,
-            "action": self.action,
-            "decision": kind,
-            "arguments": decision.arguments,
-            "message": decision.message,
-            "decided_by": decision.decided_by,
-            "decided_at": decision.decided_at,
-            "by_deadline": by_deadline,
+        let decided = ApprovalKind::decided(ApprovalDecided {
+            tool_call_id: self.tool_call_id.clone(),
+            action: self.action.clone(),
+            decision: kind,
+            arguments: decision.arguments.clone(),
+            message: decision.message.clone(),
+            decided_by: decision.decided_by.clone(),
+            decided_at: decision.decided_at,
+            by_deadline,
         });
         self.decision = Some(decision);
-        Ok(self.event(kind.event_type(), data))
+        Ok(self.event(decided))
     }
 
     /// A light check of edited arguments against the schema: the arguments are

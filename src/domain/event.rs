@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::agent::AgentStatus;
+use super::approval::DecisionKind;
 use super::channel::{Channel, TOPIC_AGENTS, TOPIC_APPROVALS, TOPIC_TASKS};
 use super::execution::ExecutionStatus;
 use super::task::TaskStatus;
@@ -48,33 +49,203 @@ pub enum EventPayload {
     TaskFailed(TaskFinished),
     TaskCancelled(TaskFinished),
     AgentUpdate(AgentUpdate),
-    /// Everything an execution does: `execution_created`, `execution_started`,
-    /// the executor's `thinking`, `tool_call`, `tool_result`, `message_delta`,
-    /// `subagent_start`, `subagent_end`, `complete`, `error`, and
-    /// `cancel_requested`, `cancelled`, `executor_detached`, `executor_reattached`.
+    /// Everything an execution does ([`ExecutionKind`]).
     Execution(ExecutionEvent),
-    /// `approval_required`, `approved`, `rejected`, `edited`, `responded`.
+    /// An approval asked for or decided ([`ApprovalKind`]).
     Approval(ApprovalEvent),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An event of one execution: which execution, its status after the event,
+/// and what happened. In JSON the three share one flat `data` object
+/// (`crate::encode`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionEvent {
     pub execution_id: String,
-    #[serde(skip)]
-    pub kind: String,
     pub status: ExecutionStatus,
-    #[serde(flatten)]
-    pub data: serde_json::Value,
+    pub kind: ExecutionKind,
+}
+
+/// What happened to an execution; the variant is the event's type name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutionKind {
+    Created(StatusChange),
+    Started(StatusChange),
+    Thinking(Text),
+    ToolCall(ToolCall),
+    ToolResult(ToolResult),
+    MessageDelta(Text),
+    SubagentStart(Subagent),
+    SubagentEnd(Subagent),
+    Complete(Output),
+    Error(ExecutionError),
+    CancelRequested(StatusChange),
+    Cancelled(Cancelled),
+    ExecutorDetached(StatusChange),
+    ExecutorReattached(StatusChange),
+}
+
+impl ExecutionKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "execution_created",
+            Self::Started(_) => "execution_started",
+            Self::Thinking(_) => "thinking",
+            Self::ToolCall(_) => "tool_call",
+            Self::ToolResult(_) => "tool_result",
+            Self::MessageDelta(_) => "message_delta",
+            Self::SubagentStart(_) => "subagent_start",
+            Self::SubagentEnd(_) => "subagent_end",
+            Self::Complete(_) => "complete",
+            Self::Error(_) => "error",
+            Self::CancelRequested(_) => "cancel_requested",
+            Self::Cancelled(_) => "cancelled",
+            Self::ExecutorDetached(_) => "executor_detached",
+            Self::ExecutorReattached(_) => "executor_reattached",
+        }
+    }
+}
+
+/// A change of an execution's status made by Herald (created, started, a
+/// cancel, an executor gone or back): the execution's agent and task, the
+/// reason (`detail`, for cancels), and its output and error so far. Absent
+/// values are `null` in JSON, not left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub agent_id: String,
+    pub task_id: Option<String>,
+    pub detail: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `thinking` and `message_delta`: a piece of text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Text {
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub tool_call_id: String,
+    pub tool: String,
+    /// The tool's arguments, as the agent gave them.
+    pub arguments: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolResult {
+    pub tool_call_id: String,
+    /// What the tool returned, as the agent gave it.
+    pub result: serde_json::Value,
+    pub is_error: bool,
+}
+
+/// `subagent_start` and `subagent_end`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subagent {
+    pub name: String,
+    pub detail: String,
+}
+
+/// `complete`, and `cancelled` as the executor acknowledges it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub output: String,
+}
+
+/// `error`: the agent's, or Herald's (`"by": "herald"`) when the executor went
+/// away and did not come back in time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionError {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<ErrorSource>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorSource {
+    Herald,
+}
+
+/// `cancelled` has two shapes: Herald cancelling (a queued execution, or a
+/// cancel the executor did not acknowledge in time) is a status change with
+/// the reason in `detail`; the executor acknowledging says what it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Cancelled {
+    // First: only this shape has `agent_id`, which tells the two apart.
+    ByHerald(StatusChange),
+    ByExecutor(Output),
+}
+
+/// An event of one approval of an execution.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalEvent {
     pub approval_id: String,
     pub execution_id: String,
-    #[serde(skip)]
-    pub kind: String,
-    #[serde(flatten)]
-    pub data: serde_json::Value,
+    pub kind: ApprovalKind,
+}
+
+/// What happened to an approval; the variant is the event's type name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApprovalKind {
+    Required(ApprovalRequired),
+    Approved(ApprovalDecided),
+    Rejected(ApprovalDecided),
+    Edited(ApprovalDecided),
+    Responded(ApprovalDecided),
+}
+
+impl ApprovalKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Required(_) => "approval_required",
+            Self::Approved(_) => "approved",
+            Self::Rejected(_) => "rejected",
+            Self::Edited(_) => "edited",
+            Self::Responded(_) => "responded",
+        }
+    }
+
+    /// The decision event of `d`, named for its kind.
+    pub fn decided(d: ApprovalDecided) -> Self {
+        match d.decision {
+            DecisionKind::Approve => Self::Approved(d),
+            DecisionKind::Reject => Self::Rejected(d),
+            DecisionKind::Edit => Self::Edited(d),
+            DecisionKind::Respond => Self::Responded(d),
+        }
+    }
+}
+
+/// `approval_required`: what the agent asks to do and how it may be decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequired {
+    pub tool_call_id: String,
+    pub action: String,
+    /// The arguments the agent proposes, as it gave them.
+    pub arguments: serde_json::Value,
+    pub allowed_decisions: Vec<DecisionKind>,
+    /// A JSON schema the edited arguments must meet, as the agent gave it.
+    pub arguments_schema: Option<serde_json::Value>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub deadline_decision: DecisionKind,
+    pub requested_by: String,
+}
+
+/// `approved`, `rejected`, `edited` and `responded`: the decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDecided {
+    pub tool_call_id: String,
+    pub action: String,
+    pub decision: DecisionKind,
+    /// The arguments finally approved (null for reject and respond).
+    pub arguments: serde_json::Value,
+    pub message: String,
+    pub decided_by: String,
+    pub decided_at: DateTime<Utc>,
+    pub by_deadline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,10 +290,10 @@ pub struct AgentUpdate {
 }
 
 impl EventPayload {
-    pub fn type_name(&self) -> &str {
+    pub fn type_name(&self) -> &'static str {
         match self {
-            Self::Execution(e) => &e.kind,
-            Self::Approval(a) => &a.kind,
+            Self::Execution(e) => e.kind.type_name(),
+            Self::Approval(a) => a.kind.type_name(),
             Self::TaskCreated(_) => "task_created",
             Self::TaskProgress(_) => "task_progress",
             Self::TaskCompleted(_) => "task_completed",

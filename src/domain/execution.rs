@@ -8,16 +8,20 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::actor::{Actor, Role};
 use super::error::AppError;
-use super::event::EventPayload;
+use super::event::{
+    Cancelled, ErrorSource, EventPayload, ExecutionError, ExecutionEvent, ExecutionKind, Output,
+    StatusChange, Subagent, Text, ToolCall, ToolResult,
+};
 use super::task::{MAX_DESCRIPTION, MAX_ID, MAX_TEXT, check_len};
 
 /// Inputs, arguments and results are JSON of at most this many bytes.
 pub const MAX_JSON: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
     Queued,
@@ -69,7 +73,7 @@ impl ExecutionStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Execution {
     pub id: String,
     pub tenant: String,
@@ -98,9 +102,9 @@ pub struct Execution {
     pub last_seq: u64,
 }
 
-/// What an executor reports about an execution (seed 002's names).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// What an executor reports about an execution; each becomes the
+/// [`ExecutionKind`] of the same name.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Report {
     Thinking { text: String },
     ToolCall { tool_call_id: String, tool: String, arguments: Value },
@@ -111,6 +115,30 @@ pub enum Report {
     Complete { output: String },
     Error { message: String },
     Cancelled { output: String },
+}
+
+impl From<Report> for ExecutionKind {
+    fn from(r: Report) -> Self {
+        match r {
+            Report::Thinking { text } => Self::Thinking(Text { text }),
+            Report::ToolCall { tool_call_id, tool, arguments } => {
+                Self::ToolCall(ToolCall { tool_call_id, tool, arguments })
+            }
+            Report::ToolResult { tool_call_id, result, is_error } => {
+                Self::ToolResult(ToolResult { tool_call_id, result, is_error })
+            }
+            Report::MessageDelta { text } => Self::MessageDelta(Text { text }),
+            Report::SubagentStart { name, detail } => Self::SubagentStart(Subagent { name, detail }),
+            Report::SubagentEnd { name, detail } => Self::SubagentEnd(Subagent { name, detail }),
+            Report::Complete { output } => Self::Complete(Output { output }),
+            Report::Error { message } => Self::Error(ExecutionError { message, by: None }),
+            Report::Cancelled { output } => Self::Cancelled(Cancelled::ByExecutor(Output { output })),
+        }
+    }
+}
+
+fn cancelled_by_herald(s: StatusChange) -> ExecutionKind {
+    ExecutionKind::Cancelled(Cancelled::ByHerald(s))
 }
 
 /// Refuses a JSON value (from HTTP or the WebSocket bridge) larger than
@@ -183,24 +211,27 @@ impl Execution {
             updated_at: now,
             last_seq: 0,
         };
-        let event = e.status_event("execution_created", None);
+        let event = e.status_event(ExecutionKind::Created, None);
         Ok((e, event))
     }
 
     /// The event that tells watchers the execution's status changed.
-    pub fn status_event(&self, kind: &str, detail: Option<String>) -> EventPayload {
-        EventPayload::Execution(super::event::ExecutionEvent {
-            execution_id: self.id.clone(),
-            kind: kind.into(),
-            status: self.status,
-            data: serde_json::json!({
-                "agent_id": self.agent_id,
-                "task_id": self.task_id,
-                "detail": detail,
-                "output": (!self.output.is_empty()).then_some(&self.output),
-                "error": (!self.error.is_empty()).then_some(&self.error),
-            }),
-        })
+    pub fn status_event(
+        &self,
+        kind: fn(StatusChange) -> ExecutionKind,
+        detail: Option<String>,
+    ) -> EventPayload {
+        self.event(kind(StatusChange {
+            agent_id: self.agent_id.clone(),
+            task_id: self.task_id.clone(),
+            detail,
+            output: (!self.output.is_empty()).then(|| self.output.clone()),
+            error: (!self.error.is_empty()).then(|| self.error.clone()),
+        }))
+    }
+
+    fn event(&self, kind: ExecutionKind) -> EventPayload {
+        EventPayload::Execution(ExecutionEvent { execution_id: self.id.clone(), status: self.status, kind })
     }
 
     fn refuse_if_finished(&self, action: &str) -> Result<(), AppError> {
@@ -222,7 +253,7 @@ impl Execution {
         self.status = ExecutionStatus::Running;
         self.executor = Some(executor.into());
         self.updated_at = now;
-        Ok(self.status_event("execution_started", None))
+        Ok(self.status_event(ExecutionKind::Started, None))
     }
 
     fn live_status(&self) -> ExecutionStatus {
@@ -238,7 +269,7 @@ impl Execution {
         self.executor_subject = None;
         self.detached_at = Some(now);
         self.updated_at = now;
-        Some(self.status_event("executor_detached", None))
+        Some(self.status_event(ExecutionKind::ExecutorDetached, None))
     }
 
     pub fn reattach(&mut self, executor: &str, now: DateTime<Utc>) -> Option<EventPayload> {
@@ -249,7 +280,7 @@ impl Execution {
         self.executor = Some(executor.into());
         self.detached_at = None;
         self.updated_at = now;
-        Some(self.status_event("executor_reattached", None))
+        Some(self.status_event(ExecutionKind::ExecutorReattached, None))
     }
 
     /// An executor that says it was running this execution takes it over from
@@ -265,7 +296,7 @@ impl Execution {
         }
         self.executor = Some(executor.into());
         self.updated_at = now;
-        Some(self.status_event("executor_reattached", None))
+        Some(self.status_event(ExecutionKind::ExecutorReattached, None))
     }
 
     /// Fails a detached execution whose executor did not come back in time.
@@ -277,24 +308,33 @@ impl Execution {
         self.error =
             format!("the executor of agent {} went away and did not re-attach in time", self.agent_id);
         self.updated_at = now;
-        Some(EventPayload::Execution(super::event::ExecutionEvent {
-            execution_id: self.id.clone(),
-            kind: "error".into(),
-            status: self.status,
-            data: serde_json::json!({ "message": self.error, "by": "herald" }),
-        }))
+        Some(self.event(ExecutionKind::Error(ExecutionError {
+            message: self.error.clone(),
+            by: Some(ErrorSource::Herald),
+        })))
     }
 
-    /// Refuses a report (or approval request) from anyone but the subject of
-    /// the executor session holding the execution, or an admin: another agent
-    /// token of the tenant must not forge its events or output.
-    pub fn check_reporter(&self, actor: &Actor) -> Result<(), AppError> {
-        if actor.roles.contains(&Role::Admin) || self.executor_subject.as_deref() == Some(&actor.subject) {
+    /// Refuses a report (or approval request) from anyone but the executor
+    /// session holding the execution (`session`, as `Attach` named it, under
+    /// the same token subject), or an admin: another executor of the tenant,
+    /// even one with the same token, must not forge its events or output.
+    pub fn check_reporter(&self, actor: &Actor, session: Option<&str>) -> Result<(), AppError> {
+        if actor.roles.contains(&Role::Admin) {
             return Ok(());
         }
+        let holder =
+            self.executor.as_deref().filter(|_| self.executor_subject.as_deref() == Some(&actor.subject));
+        if holder.is_some() && holder == session {
+            return Ok(());
+        }
+        let why = match (session, self.executor.as_deref()) {
+            (None, _) => "no executor session was named (send the session id Attach returned)".to_string(),
+            (Some(_), None) => format!("it is {} and no executor session holds it", self.status.as_str()),
+            (Some(_), Some(_)) => "another executor session holds it".to_string(),
+        };
         Err(AppError::PermissionDenied(format!(
-            "execution {} is not held by an executor session of '{}': only the executor running it (or an admin) may report on it",
-            self.id, actor.subject
+            "execution {}: {why}; only the executor session running it (or an admin) may report on it",
+            self.id
         )))
     }
 
@@ -341,17 +381,7 @@ impl Execution {
             _ => {}
         }
         self.updated_at = now;
-        let mut data = serde_json::to_value(&report).expect("reports serialize");
-        let kind = data["kind"].as_str().unwrap_or_default().to_string();
-        if let Some(obj) = data.as_object_mut() {
-            obj.remove("kind");
-        }
-        Ok(EventPayload::Execution(super::event::ExecutionEvent {
-            execution_id: self.id.clone(),
-            kind,
-            status: self.status,
-            data,
-        }))
+        Ok(self.event(report.into()))
     }
 
     /// Records a cancel request. A queued execution is cancelled at once
@@ -366,7 +396,7 @@ impl Execution {
         self.updated_at = now;
         if self.status == ExecutionStatus::Queued {
             self.status = ExecutionStatus::Cancelled;
-            return Ok((self.status_event("cancelled", Some(reason)), true));
+            return Ok((self.status_event(cancelled_by_herald, Some(reason)), true));
         }
         if self.cancel_requested {
             return Err(AppError::precondition(format!(
@@ -376,7 +406,7 @@ impl Execution {
         }
         self.cancel_requested = true;
         self.cancel_requested_at = Some(now);
-        Ok((self.status_event("cancel_requested", Some(reason)), false))
+        Ok((self.status_event(ExecutionKind::CancelRequested, Some(reason)), false))
     }
 
     /// Cancels an execution whose executor did not acknowledge a cancel in time.
@@ -386,12 +416,10 @@ impl Execution {
         }
         self.status = ExecutionStatus::Cancelled;
         self.updated_at = now;
-        Some(
-            self.status_event(
-                "cancelled",
-                Some("the executor did not acknowledge the cancel in time".into()),
-            ),
-        )
+        Some(self.status_event(
+            cancelled_by_herald,
+            Some("the executor did not acknowledge the cancel in time".into()),
+        ))
     }
 
     pub fn approval_requested(&mut self, now: DateTime<Utc>) -> Result<(), AppError> {

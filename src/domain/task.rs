@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error::AppError;
 use super::event::{EventPayload, TaskCreated, TaskFinished, TaskProgress};
@@ -17,7 +18,7 @@ pub const MAX_DESCRIPTION: usize = 10_000;
 pub const MAX_TEXT: usize = 4_000;
 pub const MAX_ID: usize = 128;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Pending,
@@ -47,7 +48,7 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Task {
     pub id: String,
     pub tenant: String,

@@ -71,11 +71,17 @@ pub fn heartbeat_status(v: i32) -> Result<AgentStatus, AppError> {
     }
 }
 
+/// An id the request must name (not blank).
 pub fn required_id(field: &str, id: &str) -> Result<String, AppError> {
-    if id.trim().is_empty() {
+    required_text(field, id)
+}
+
+/// A text field that must not be blank (a tool's or an action's name).
+pub fn required_text(field: &str, value: &str) -> Result<String, AppError> {
+    if value.trim().is_empty() {
         return Err(AppError::invalid(format!("{field} is required")));
     }
-    Ok(id.to_string())
+    Ok(value.to_string())
 }
 
 impl From<Task> for pb::Task {
@@ -226,11 +232,11 @@ pub fn payload(p: &EventPayload) -> pb::event::Payload {
         }
         EventPayload::Execution(e) => Payload::ExecutionEvent(pb::ExecutionEvent {
             status: execution_status(e.status).into(),
-            data: e.data.to_string(),
+            data: crate::encode::execution_data(&e.kind).to_string(),
             execution_id: e.execution_id,
         }),
         EventPayload::Approval(a) => Payload::ApprovalEvent(pb::ApprovalEvent {
-            data: a.data.to_string(),
+            data: crate::encode::approval_data(&a.kind).to_string(),
             approval_id: a.approval_id,
             execution_id: a.execution_id,
         }),
@@ -382,7 +388,7 @@ impl TryFrom<pb::report_event_request::Event> for Report {
             E::Thinking(t) => Report::Thinking { text: t.text },
             E::ToolCall(t) => Report::ToolCall {
                 tool_call_id: required_id("tool_call.tool_call_id", &t.tool_call_id)?,
-                tool: required_id("tool_call.tool", &t.tool)?,
+                tool: required_text("tool_call.tool", &t.tool)?,
                 arguments: parse_json("tool_call.arguments", &t.arguments, false)?,
             },
             E::ToolResult(t) => Report::ToolResult {
@@ -406,7 +412,7 @@ impl TryFrom<pb::RequestApprovalRequest> for ApprovalRequest {
         let schema = parse_json("arguments_schema", &r.arguments_schema, false)?;
         Ok(Self {
             tool_call_id: required_id("tool_call_id", &r.tool_call_id)?,
-            action: required_id("action", &r.action)?,
+            action: required_text("action", &r.action)?,
             arguments: parse_json("arguments", &r.arguments, false)?,
             allowed_decisions: r
                 .allowed_decisions

@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{decision_kind_from, required_id};
+use super::idempotency_key;
 use crate::app::App;
 use crate::auth::grpc::actor;
 use crate::domain::execution::parse_json;
@@ -22,11 +23,11 @@ pub struct Executions(pub Arc<App>);
 #[tonic::async_trait]
 impl ExecutionService for Executions {
     async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Reply<pb::Execution> {
-        let actor = actor(&req)?;
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
         let r = req.into_inner();
         let input = parse_json("input", &r.input, true)?;
         let task_id = Some(r.task_id).filter(|t| !t.is_empty());
-        let e = self.0.execute(&actor, &required_id("agent_id", &r.agent_id)?, input, task_id).await?;
+        let e = self.0.execute(&actor, &required_id("agent_id", &r.agent_id)?, input, task_id, key).await?;
         Ok(Response::new(e.into()))
     }
 
@@ -55,9 +56,10 @@ impl ExecutionService for Executions {
     }
 
     async fn cancel_execution(&self, req: Request<pb::CancelExecutionRequest>) -> Reply<pb::Execution> {
-        let actor = actor(&req)?;
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
         let r = req.into_inner();
-        Ok(Response::new(self.0.cancel_execution(&actor, &required_id("id", &r.id)?, r.reason).await?.into()))
+        let e = self.0.cancel_execution(&actor, &required_id("id", &r.id)?, r.reason, key).await?;
+        Ok(Response::new(e.into()))
     }
 }
 
@@ -65,6 +67,16 @@ pub struct Executors(pub Arc<App>);
 
 /// Commands buffered per executor stream between the session and the client.
 const COMMAND_STREAM_BUFFER: usize = 16;
+
+/// Metadata naming an executor session: `Attach` answers with it (initial
+/// metadata) and `ReportEvent` / `RequestApproval` must carry it, so only the
+/// session holding an execution reports on it.
+pub const SESSION_HEADER: &str = "x-herald-session";
+
+/// The executor session a request names, if any.
+pub fn session<T>(req: &Request<T>) -> Option<String> {
+    req.metadata().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
 
 #[tonic::async_trait]
 impl ExecutorService for Executors {
@@ -75,6 +87,8 @@ impl ExecutorService for Executors {
         let agent_id = required_id("agent_id", &req.get_ref().agent_id)?;
         let running = req.into_inner().running_execution_ids;
         let mut session = self.0.attach_executor(&actor, &agent_id, running).await?;
+        // `{node}/{boot}/{uuid}`: printable ASCII, as config checks HERALD_NODE_ID.
+        let session_header = tonic::metadata::MetadataValue::try_from(session.id.as_str()).ok();
         let (tx, rx) = mpsc::channel(COMMAND_STREAM_BUFFER);
         let app = self.0.clone();
         let expires = crate::auth::expiry(&actor);
@@ -102,22 +116,29 @@ impl ExecutorService for Executors {
             }
             app.detach_executor(&actor, &session.id).await;
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        let mut response = Response::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        if let Some(v) = session_header {
+            response.metadata_mut().insert(SESSION_HEADER, v);
+        }
+        Ok(response)
     }
 
     async fn report_event(&self, req: Request<pb::ReportEventRequest>) -> Reply<pb::Execution> {
-        let actor = actor(&req)?;
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
+        let session = session(&req);
         let r = req.into_inner();
         let id = required_id("execution_id", &r.execution_id)?;
         let report: Report = r.event.ok_or_else(|| AppError::invalid("event is required"))?.try_into()?;
-        Ok(Response::new(self.0.report(&actor, &id, report).await?.into()))
+        Ok(Response::new(self.0.report(&actor, session.as_deref(), &id, report, key).await?.into()))
     }
 
     async fn request_approval(&self, req: Request<pb::RequestApprovalRequest>) -> Reply<pb::Approval> {
         let actor = actor(&req)?;
+        let session = session(&req);
         let r = req.into_inner();
         let id = required_id("execution_id", &r.execution_id)?;
-        Ok(Response::new(self.0.request_approval(&actor, &id, r.try_into()?).await?.into()))
+        let approval = self.0.request_approval(&actor, session.as_deref(), &id, r.try_into()?).await?;
+        Ok(Response::new(approval.into()))
     }
 }
 

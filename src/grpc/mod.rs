@@ -5,6 +5,7 @@ mod agents;
 pub mod convert;
 mod events;
 mod executions;
+mod ingest;
 mod tasks;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tonic::service::Routes;
 
 use crate::app::{App, End, Subscription};
 use crate::auth::{Verifier, grpc::interceptor};
-use crate::domain::AppError;
+use crate::domain::{AppError, IdempotencyKey};
 use crate::hub::{CloseReason, Delivery};
 use crate::proto;
 
@@ -36,6 +37,16 @@ impl From<AppError> for Status {
             AppError::Internal(_) => Status::internal(msg),
         }
     }
+}
+
+/// The request's optional `idempotency-key` metadata, validated (see
+/// `app::idempotency`).
+pub fn idempotency_key<T>(req: &tonic::Request<T>) -> Result<Option<IdempotencyKey>, Status> {
+    let Some(value) = req.metadata().get("idempotency-key") else { return Ok(None) };
+    let text = value.to_str().map_err(|_| {
+        AppError::invalid("the idempotency key may only hold visible ASCII characters (no spaces)")
+    })?;
+    Ok(Some(IdempotencyKey::parse(text)?))
 }
 
 /// A request tonic could not decode (malformed protobuf, invalid UTF-8 in a
@@ -186,6 +197,9 @@ pub fn pump<T: Send + 'static>(
                             "this stream fell too far behind and was closed; resume from the last seq you received",
                         ),
                         End::Failed(e) => Status::from(e),
+                        End::Expired { after, oldest_seq, .. } => {
+                            Status::from(AppError::CursorExpired { after, oldest_seq })
+                        }
                     };
                     let _ = tx.send(Err(status)).await;
                     return;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, required_id, task_status_from};
-use super::pump;
+use super::{idempotency_key, pump};
 use crate::app::App;
 use crate::auth::grpc::actor;
 use crate::proto::{self as pb, task_service_server::TaskService, watch_task_response::Item};
@@ -21,8 +21,8 @@ fn task(t: crate::domain::Task) -> Reply<pb::Task> {
 #[tonic::async_trait]
 impl TaskService for Tasks {
     async fn create_task(&self, req: Request<pb::CreateTaskRequest>) -> Reply<pb::Task> {
-        let actor = actor(&req)?;
-        task(self.0.create_task(&actor, req.into_inner().try_into()?).await?)
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
+        task(self.0.create_task(&actor, req.into_inner().try_into()?, key).await?)
     }
 
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Reply<pb::Task> {
@@ -39,33 +39,33 @@ impl TaskService for Tasks {
     }
 
     async fn start_task(&self, req: Request<pb::StartTaskRequest>) -> Reply<pb::Task> {
-        let actor = actor(&req)?;
-        task(self.0.start_task(&actor, &required_id("id", &req.get_ref().id)?).await?)
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
+        task(self.0.start_task(&actor, &required_id("id", &req.get_ref().id)?, key).await?)
     }
 
     async fn report_progress(&self, req: Request<pb::ReportProgressRequest>) -> Reply<pb::Task> {
-        let actor = actor(&req)?;
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
         let r = req.into_inner();
         let id = r.id.clone();
-        task(self.0.report_progress(&actor, &id, r.try_into()?).await?)
+        task(self.0.report_progress(&actor, &id, r.try_into()?, key).await?)
     }
 
     async fn complete_task(&self, req: Request<pb::CompleteTaskRequest>) -> Reply<pb::Task> {
-        let actor = actor(&req)?;
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
         let r = req.into_inner();
-        task(self.0.complete_task(&actor, &required_id("id", &r.id)?, r.result).await?)
+        task(self.0.complete_task(&actor, &required_id("id", &r.id)?, r.result, key).await?)
     }
 
     async fn fail_task(&self, req: Request<pb::FailTaskRequest>) -> Reply<pb::Task> {
-        let actor = actor(&req)?;
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
         let r = req.into_inner();
-        task(self.0.fail_task(&actor, &required_id("id", &r.id)?, r.error).await?)
+        task(self.0.fail_task(&actor, &required_id("id", &r.id)?, r.error, key).await?)
     }
 
     async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Reply<pb::Task> {
-        let actor = actor(&req)?;
+        let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
         let r = req.into_inner();
-        task(self.0.cancel_task(&actor, &required_id("id", &r.id)?, r.reason).await?)
+        task(self.0.cancel_task(&actor, &required_id("id", &r.id)?, r.reason, key).await?)
     }
 
     async fn list_task_progress(
@@ -101,5 +101,14 @@ impl TaskService for Tasks {
             })
         };
         Ok(Response::new(stream))
+    }
+
+    type StreamReportsStream = super::ingest::AnswerStream;
+
+    async fn stream_reports(
+        &self,
+        req: Request<tonic::Streaming<pb::StreamReportsRequest>>,
+    ) -> Reply<Self::StreamReportsStream> {
+        super::ingest::serve(self.0.clone(), req).await
     }
 }

@@ -12,8 +12,10 @@ pub fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-pub fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+/// A stored timestamp (milliseconds since the epoch); one out of chrono's
+/// range is a corrupt row, not 1970.
+pub fn time(ms: i64) -> Result<DateTime<Utc>, AppError> {
+    Utc.timestamp_millis_opt(ms).single().ok_or_else(|| corrupt("timestamp", &ms.to_string()))
 }
 
 fn corrupt(what: &str, value: &str) -> AppError {
@@ -35,9 +37,9 @@ pub fn task_from_row(m: task::Model) -> Result<Task, AppError> {
         error: m.error,
         result: m.result,
         created_by: m.created_by,
-        created_at: time(m.created_at),
-        updated_at: time(m.updated_at),
-        completed_at: m.completed_at.map(time),
+        created_at: time(m.created_at)?,
+        updated_at: time(m.updated_at)?,
+        completed_at: m.completed_at.map(time).transpose()?,
         last_seq: m.last_seq as u64,
     })
 }
@@ -73,8 +75,8 @@ pub fn agent_from_row(m: agent::Model) -> Result<Agent, AppError> {
         tenant: m.tenant,
         name: m.name,
         agent_type: m.agent_type,
-        created_at: time(m.created_at),
-        last_seen_at: time(m.last_seen_at),
+        created_at: time(m.created_at)?,
+        last_seen_at: time(m.last_seen_at)?,
         last_seq: m.last_seq as u64,
     })
 }
@@ -97,7 +99,7 @@ pub fn event_from_row(m: event::Model) -> Result<Event, AppError> {
     let data: serde_json::Value =
         serde_json::from_str(&m.data).map_err(|_| corrupt("event data", &m.data))?;
     let payload = crate::encode::payload(&m.event_type, data).map_err(|_| corrupt("event", &m.event_type))?;
-    Ok(Event { seq: m.seq as u64, tenant: m.tenant, timestamp: time(m.created_at), actor: m.actor, payload })
+    Ok(Event { seq: m.seq as u64, tenant: m.tenant, timestamp: time(m.created_at)?, actor: m.actor, payload })
 }
 
 pub fn event_to_row(e: &Event) -> event::Model {
@@ -132,14 +134,14 @@ pub fn execution_from_row(m: execution::Model) -> Result<Execution, AppError> {
         output: m.output,
         error: m.error,
         cancel_requested: m.cancel_requested_at.is_some(),
-        cancel_requested_at: m.cancel_requested_at.map(time),
+        cancel_requested_at: m.cancel_requested_at.map(time).transpose()?,
         executor: m.executor,
         executor_subject: m.executor_subject,
-        detached_at: m.detached_at.map(time),
+        detached_at: m.detached_at.map(time).transpose()?,
         pending_approvals: m.pending_approvals.max(0) as u32,
         created_by: m.created_by,
-        created_at: time(m.created_at),
-        updated_at: time(m.updated_at),
+        created_at: time(m.created_at)?,
+        updated_at: time(m.updated_at)?,
         last_seq: m.last_seq as u64,
     })
 }
@@ -187,9 +189,9 @@ pub fn approval_from_row(m: approval::Model) -> Result<Approval, AppError> {
         execution_id: m.execution_id,
         tool_call_id: m.tool_call_id,
         action: m.action,
-        deadline: m.deadline.map(time),
+        deadline: m.deadline.map(time).transpose()?,
         requested_by: m.requested_by,
-        requested_at: time(m.requested_at),
+        requested_at: time(m.requested_at)?,
         decision,
         last_seq: m.last_seq as u64,
     })
@@ -212,5 +214,17 @@ pub fn approval_to_row(a: &Approval) -> approval::Model {
         decision: a.decision.as_ref().map(|d| serde_json::to_string(d).expect("serializes")),
         decided_at: a.decision.as_ref().map(|d| millis(d.decided_at)),
         last_seq: a.last_seq as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time;
+
+    #[test]
+    fn an_out_of_range_stored_timestamp_is_an_error_not_1970() {
+        assert_eq!(time(1_700_000_000_123).unwrap().timestamp_millis(), 1_700_000_000_123);
+        let err = time(i64::MAX).unwrap_err();
+        assert_eq!(err.code(), "internal", "{err:?}");
     }
 }

@@ -4,7 +4,8 @@
 pub mod task {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    // Serde: an idempotency key keeps the answer it gave as this row (JSON).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "tasks")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -84,7 +85,8 @@ pub mod event {
 pub mod execution {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    // Serde: an idempotency key keeps the answer it gave as this row (JSON).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "executions")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -136,6 +138,31 @@ pub mod approval {
         pub decision: Option<String>,
         pub decided_at: Option<i64>,
         pub last_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod idempotency_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "idempotency_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        /// The command it was first used for (`create_task`, `report`, …).
+        pub operation: String,
+        /// SHA-256 (hex) of that request, to refuse the key for another one.
+        pub fingerprint: String,
+        /// The answer given, as JSON: `{"task": row}` or `{"execution": row}`.
+        pub result: String,
+        pub created_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

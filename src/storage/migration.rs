@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004ProgressFromLog),
             Box::new(M0005ExecutorSubject),
             Box::new(M0006AguiRuns),
+            Box::new(M0007IdempotencyKeys),
         ]
     }
 }
@@ -185,5 +186,32 @@ const M0006: &[&str] = &["CREATE TABLE agui_runs (
 impl MigrationTrait for M0006AguiRuns {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0006).await
+    }
+}
+
+struct M0007IdempotencyKeys;
+
+impl MigrationName for M0007IdempotencyKeys {
+    fn name(&self) -> &str {
+        "m0007_idempotency_keys"
+    }
+}
+
+/// Idempotency keys of creates and reports, per tenant: the request's
+/// operation and digest and the answer given, written in the transaction of
+/// the write itself so that a key and its write survive a crash together.
+/// Rows older than `HERALD_IDEMPOTENCY_WINDOW` are pruned by `created_at`.
+const M0007: &[&str] = &[
+    "CREATE TABLE idempotency_keys (
+        tenant TEXT NOT NULL, key TEXT NOT NULL, operation TEXT NOT NULL,
+        fingerprint TEXT NOT NULL, result TEXT NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (tenant, key))",
+    "CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at)",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007IdempotencyKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        apply(manager, M0007).await
     }
 }

@@ -5,6 +5,7 @@
 mod backup;
 mod convert;
 pub mod entities;
+mod idempotency;
 mod lock;
 mod migration;
 mod retention;
@@ -23,9 +24,10 @@ use sea_orm_migration::MigratorTrait;
 pub use backup::backup;
 pub use convert::{millis, time};
 use entities::{agent, approval, event, execution, task};
+pub use idempotency::{Answer, Remembered};
 pub use lock::WriterLock;
 pub use runs::AguiRun;
-pub use unit::{Committed, KnownTasks, UnitOfWork};
+pub use unit::{CommitError, Committed, KnownTasks, LockKeys, Snapshot, UnitOfWork};
 
 use crate::domain::channel::ChannelFilter;
 use crate::domain::{
@@ -101,6 +103,13 @@ pub struct Store {
     /// writer's transaction is open makes that transaction fail (busy
     /// snapshot), so the two take turns instead.
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Test seam: when set, the next COMMIT happens but its answer is lost,
+    /// as when the connection dies while the database commits.
+    #[cfg(test)]
+    lose_commit_reply: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// With `lose_commit_reply`: the COMMIT fails (rolls back) instead.
+    #[cfg(test)]
+    lose_commit_uncommitted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A database error as an internal error that says what was being done
@@ -182,7 +191,14 @@ impl Store {
             use sea_orm::sqlx::Connection;
             let _ = conn.close().await;
         }
-        Ok(Self { db, write_gate: Default::default() })
+        Ok(Self {
+            db,
+            write_gate: Default::default(),
+            #[cfg(test)]
+            lose_commit_reply: Default::default(),
+            #[cfg(test)]
+            lose_commit_uncommitted: Default::default(),
+        })
     }
 
     /// Taken around every write transaction of this node (see `write_gate`).
@@ -236,7 +252,21 @@ impl Store {
     /// A unit of work; `known` are the writer's remembered tasks, if it is
     /// the only writer.
     pub async fn begin(&self, known: Option<KnownTasks>) -> AppResult<UnitOfWork> {
-        UnitOfWork::begin(&self.db, known).await
+        #[allow(unused_mut)]
+        let mut uow = UnitOfWork::begin(&self.db, known).await?;
+        #[cfg(test)]
+        uow.lose_commit_reply(
+            self.lose_commit_reply.clone(),
+            self.lose_commit_uncommitted.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        Ok(uow)
+    }
+
+    /// Test seam: the next COMMIT is carried out but answered with an error.
+    #[cfg(test)]
+    pub(crate) fn lose_next_commit_reply(&self, committed: bool) {
+        self.lose_commit_uncommitted.store(!committed, std::sync::atomic::Ordering::SeqCst);
+        self.lose_commit_reply.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The last sequence number given to an event.

@@ -2,18 +2,19 @@
 //! one transaction, each reading through this cache so it sees the ones before
 //! it; `commit` numbers the events and writes each changed row once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IdenStatic, IntoActiveModel, Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect, Select, Statement,
-    TransactionTrait,
+    IdenStatic, IntoActiveModel, Iterable, PrimaryKeyToColumn, QueryFilter, QueryOrder, QuerySelect, Select,
+    Statement, TransactionTrait,
 };
 
 use super::convert::{self, agent_to_row, approval_to_row, event_to_row, execution_to_row, task_to_row};
 use super::entities::{agent, approval, event, execution, task};
+use super::idempotency::{self, Remembered};
 use super::{db_err, db_err_on, db_fail};
 use crate::domain::{
     Agent, AppError, AppResult, Approval, Channel, Event, EventPayload, Execution, ExecutionStatus, NewEvent,
@@ -22,6 +23,7 @@ use crate::domain::{
 
 const INSERT_CHUNK: usize = 500;
 
+#[derive(Clone)]
 struct Entry<T> {
     value: T,
     is_new: bool,
@@ -29,6 +31,7 @@ struct Entry<T> {
 }
 
 /// Rows this unit of work has read or changed, by key.
+#[derive(Clone)]
 struct Cache<K, T>(HashMap<K, Entry<T>>);
 
 impl<K: Hash + Eq, T: Clone> Cache<K, T> {
@@ -61,8 +64,15 @@ impl<K: Hash + Eq, T: Clone> Cache<K, T> {
         }
         (new, changed)
     }
-    fn into_map(self) -> HashMap<K, T> {
-        self.0.into_iter().map(|(k, e)| (k, e.value)).collect()
+    /// After the changed rows were written: they are stored, not new.
+    fn mark_written(&mut self) {
+        for e in self.0.values_mut() {
+            e.dirty = false;
+            e.is_new = false;
+        }
+    }
+    fn into_values(self) -> impl Iterator<Item = T> {
+        self.0.into_values().map(|e| e.value)
     }
 }
 
@@ -92,8 +102,42 @@ pub struct UnitOfWork {
     agents: Cache<(String, String), Agent>,
     executions: Cache<String, Execution>,
     approvals: Cache<String, Approval>,
+    /// Events waiting for a seq (numbered and written by `flush`).
     events: Vec<NewEvent>,
+    /// Events written by earlier `flush`es, in seq order.
+    written: Vec<Event>,
+    #[cfg(test)]
+    lose_commit_reply: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// With `lose_commit_reply`: roll back instead of committing.
+    #[cfg(test)]
+    lose_commit_uncommitted: bool,
+    /// Idempotency keys recorded by this unit of work, by (tenant, key);
+    /// `flush` writes those not yet written.
+    keys: HashMap<(String, String), (Remembered, bool)>,
 }
+
+/// What a unit of work looked like before a command: `restore` undoes the
+/// command's changes to the caches after its savepoint was rolled back.
+pub struct Snapshot {
+    tasks: Cache<String, Task>,
+    agents: Cache<(String, String), Agent>,
+    executions: Cache<String, Execution>,
+    approvals: Cache<String, Approval>,
+    events: usize,
+    keys: HashMap<(String, String), (Remembered, bool)>,
+}
+
+/// Why a commit failed.
+pub enum CommitError {
+    /// Before COMMIT was sent (or COMMIT was refused outright): nothing was
+    /// stored, and the transaction is gone.
+    NotStored(AppError),
+    /// COMMIT was sent and no answer came back (the connection died): the
+    /// database may or may not have committed these events.
+    Ambiguous { error: AppError, events: Vec<Event> },
+}
+
+const SAVEPOINT: &str = "herald_command";
 
 fn not_found(what: &str, id: &str) -> AppError {
     AppError::not_found(format!("{what} {id} not found"))
@@ -109,7 +153,127 @@ impl UnitOfWork {
             executions: Cache::new(),
             approvals: Cache::new(),
             events: Vec::new(),
+            written: Vec::new(),
+            #[cfg(test)]
+            lose_commit_reply: Default::default(),
+            #[cfg(test)]
+            lose_commit_uncommitted: false,
+            keys: HashMap::new(),
         })
+    }
+
+    #[cfg(test)]
+    pub(super) fn lose_commit_reply(
+        &mut self,
+        flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        uncommitted: bool,
+    ) {
+        self.lose_commit_reply = flag;
+        self.lose_commit_uncommitted = uncommitted;
+    }
+
+    /// Gives up the transaction; returns the known tasks it was lent.
+    pub async fn rollback(self) -> Option<KnownTasks> {
+        if let Err(e) = self.txn.rollback().await {
+            // The connection is likely gone; its transaction goes with it.
+            tracing::debug!(error = %e, "rollback failed");
+        }
+        self.known
+    }
+
+    /// Opens a savepoint: a command applied after it can be undone alone
+    /// (`rollback_to_savepoint`) without losing the commands before it. Both
+    /// backends support SAVEPOINT; a PostgreSQL transaction in which a
+    /// statement failed accepts nothing but a rollback to one.
+    pub async fn savepoint(&mut self) -> AppResult<Snapshot> {
+        self.sql(&format!("SAVEPOINT {SAVEPOINT}"), "open savepoint").await?;
+        Ok(Snapshot {
+            tasks: self.tasks.clone(),
+            agents: self.agents.clone(),
+            executions: self.executions.clone(),
+            approvals: self.approvals.clone(),
+            events: self.events.len(),
+            keys: self.keys.clone(),
+        })
+    }
+
+    pub async fn release_savepoint(&mut self) -> AppResult<()> {
+        self.sql(&format!("RELEASE SAVEPOINT {SAVEPOINT}"), "release savepoint").await
+    }
+
+    /// Undoes everything since `savepoint`, in the database and in the caches.
+    pub async fn rollback_to_savepoint(&mut self, snapshot: Snapshot) -> AppResult<()> {
+        self.sql(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"), "roll back to savepoint").await?;
+        self.tasks = snapshot.tasks;
+        self.agents = snapshot.agents;
+        self.executions = snapshot.executions;
+        self.approvals = snapshot.approvals;
+        self.events.truncate(snapshot.events);
+        self.keys = snapshot.keys;
+        Ok(())
+    }
+
+    async fn sql(&self, sql: &str, op: &'static str) -> AppResult<()> {
+        self.txn.execute_unprepared(sql).await.map_err(db_err(op))?;
+        Ok(())
+    }
+
+    /// Locks, in one fixed order, the rows a batch's commands name before
+    /// any command runs: tasks, agents, approvals, then executions (with the
+    /// executions of those approvals), each table's rows sorted by key. Two
+    /// nodes' batches then take their row locks in the same order and cannot
+    /// deadlock on them. Only PostgreSQL has row locks (SQLite writes one
+    /// transaction at a time), and a single node's writer is the only one.
+    pub async fn lock_ahead(&mut self, keys: LockKeys) -> AppResult<()> {
+        if self.txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(());
+        }
+        let LockKeys { tasks, agents, approvals, mut executions } = keys;
+        if !tasks.is_empty() && self.known.is_none() {
+            let rows = task::Entity::find()
+                .filter(task::Column::Id.is_in(tasks))
+                .order_by_asc(task::Column::Id)
+                .lock_exclusive()
+                .all(&self.txn)
+                .await
+                .map_err(db_err("lock tasks"))?;
+            for row in rows {
+                let t = convert::task_from_row(row)?;
+                self.tasks.loaded(t.id.clone(), t);
+            }
+        }
+        for (tenant, id) in agents {
+            // Few per batch, and a composite key: one locking read each, in order.
+            self.agent(&tenant, &id).await?;
+        }
+        if !approvals.is_empty() {
+            let rows = approval::Entity::find()
+                .filter(approval::Column::Id.is_in(approvals))
+                .order_by_asc(approval::Column::Id)
+                .lock_exclusive()
+                .all(&self.txn)
+                .await
+                .map_err(db_err("lock approvals"))?;
+            for row in rows {
+                let a = convert::approval_from_row(row)?;
+                executions.insert(a.execution_id.clone());
+                self.approvals.loaded(a.id.clone(), a);
+            }
+        }
+        if !executions.is_empty() {
+            let rows = execution::Entity::find()
+                .filter(execution::Column::Id.is_in(executions))
+                .order_by_asc(execution::Column::Id)
+                .lock_exclusive()
+                .all(&self.txn)
+                .await
+                .map_err(db_err("lock executions"))?;
+            for row in rows {
+                let e = convert::execution_from_row(row)?;
+                self.executions.loaded(e.id.clone(), e);
+            }
+        }
+        Ok(())
     }
 
     /// The task as this unit of work sees it; the row is locked on PostgreSQL.
@@ -182,7 +346,13 @@ impl UnitOfWork {
         query: Select<execution::Entity>,
         keep: impl Fn(&Execution) -> bool,
     ) -> AppResult<Vec<Execution>> {
-        let rows = query.lock_exclusive().all(&self.txn).await.map_err(db_err("load executions"))?;
+        // In key order, like `lock_ahead`, so concurrent batches lock alike.
+        let rows = query
+            .order_by_asc(execution::Column::Id)
+            .lock_exclusive()
+            .all(&self.txn)
+            .await
+            .map_err(db_err("load executions"))?;
         for row in rows {
             let e = convert::execution_from_row(row)?;
             self.executions.loaded(e.id.clone(), e);
@@ -305,18 +475,46 @@ impl UnitOfWork {
         Ok(())
     }
 
+    /// Claims a tenant's idempotency key for the command about to run
+    /// (`None`), unless a command used it since `since`: then what that
+    /// command was and answered (recorded earlier in this unit of work, or
+    /// stored). A claimed key is then `remember`ed or `release`d.
+    pub async fn claim_key(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        operation: &str,
+        fingerprint: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<Option<Remembered>> {
+        if let Some((r, _)) = self.keys.get(&(tenant.to_string(), key.to_string())) {
+            return Ok(Some(r.clone()));
+        }
+        idempotency::claim(&self.txn, tenant, key, operation, fingerprint, since).await
+    }
+
+    /// Records a claimed key's answer; `flush` stores it with the command's rows.
+    pub fn remember_key(&mut self, tenant: &str, key: &str, remembered: Remembered) {
+        self.keys.insert((tenant.to_string(), key.to_string()), (remembered, false));
+    }
+
+    /// Gives a claimed key back: its command failed.
+    pub async fn release_key(&mut self, tenant: &str, key: &str) -> AppResult<()> {
+        idempotency::release(&self.txn, tenant, key).await
+    }
+
     pub fn emit(&mut self, event: NewEvent) {
         self.events.push(event);
     }
 
-    /// How many events are waiting for a sequence number.
-    pub fn pending_events(&self) -> usize {
-        self.events.len()
+    /// How many events this unit of work has: written and waiting.
+    pub fn event_count(&self) -> usize {
+        self.written.len() + self.events.len()
     }
 
-    /// Numbers the events, writes every changed row once and commits. Returns
-    /// the stored events in seq order and the final state of what changed.
-    pub async fn commit(mut self) -> AppResult<Committed> {
+    /// Numbers the waiting events and writes them and every changed row, in
+    /// the open transaction (each row once, however many commands changed it).
+    pub async fn flush(&mut self) -> AppResult<()> {
         let events = self.number_events().await?;
         for e in &events {
             let seq = e.seq;
@@ -348,20 +546,44 @@ impl UnitOfWork {
             }
         }
         self.write_rows(&events).await?;
-        self.txn.commit().await.map_err(db_err("commit transaction"))?;
-        let tasks = self.tasks.into_map();
+        self.write_keys(&events).await?;
+        self.tasks.mark_written();
+        self.agents.mark_written();
+        self.executions.mark_written();
+        self.approvals.mark_written();
+        self.written.extend(events);
+        Ok(())
+    }
+
+    /// Flushes and commits. Returns the stored events in seq order and the
+    /// known tasks brought up to date.
+    pub async fn commit(mut self) -> Result<Committed, CommitError> {
+        if let Err(e) = self.flush().await {
+            self.rollback().await;
+            return Err(CommitError::NotStored(e));
+        }
+        let events = std::mem::take(&mut self.written);
+        #[cfg(test)]
+        if self.lose_commit_reply.load(std::sync::atomic::Ordering::SeqCst) && self.lose_commit_uncommitted {
+            self.lose_commit_reply.store(false, std::sync::atomic::Ordering::SeqCst);
+            let _ = self.txn.rollback().await;
+            let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT failed and went unanswered"));
+            return Err(CommitError::Ambiguous { error, events });
+        }
+        if let Err(e) = self.txn.commit().await {
+            let error = db_fail(e, "commit transaction".into());
+            return Err(CommitError::Ambiguous { error, events });
+        }
+        #[cfg(test)]
+        if self.lose_commit_reply.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
+            return Err(CommitError::Ambiguous { error, events });
+        }
         let known = self.known.map(|mut k| {
-            k.remember(tasks.values().cloned());
+            k.remember(self.tasks.into_values());
             k
         });
-        Ok(Committed {
-            events,
-            known,
-            tasks,
-            agents: self.agents.into_map(),
-            executions: self.executions.into_map(),
-            approvals: self.approvals.into_map(),
-        })
+        Ok(Committed { events, known })
     }
 
     /// Takes the next seqs from the counter row. Its row lock is held until
@@ -398,6 +620,23 @@ impl UnitOfWork {
             .collect())
     }
 
+    /// Stores the answers of the idempotency keys recorded since the last
+    /// flush, with the seq of their command's last event (an index into the
+    /// written events followed by `events`, the ones being flushed).
+    async fn write_keys(&mut self, events: &[Event]) -> AppResult<()> {
+        let written = &self.written;
+        let seq = |i: usize| match i.checked_sub(written.len()) {
+            None => written.get(i).map(|e| e.seq),
+            Some(j) => events.get(j).map(|e| e.seq),
+        };
+        let mut new = Vec::new();
+        for (key, (r, stored)) in self.keys.iter_mut().filter(|(_, (_, stored))| !*stored) {
+            new.push((key.clone(), r.clone(), r.last_event.and_then(seq)));
+            *stored = true;
+        }
+        idempotency::answer(&self.txn, new).await
+    }
+
     async fn write_rows(&self, events: &[Event]) -> AppResult<()> {
         let txn = &self.txn;
         upsert::<task::Entity, _>(txn, self.tasks.rows(task_to_row)).await?;
@@ -413,10 +652,16 @@ pub struct Committed {
     pub events: Vec<Event>,
     /// The writer's known tasks, brought up to date.
     pub known: Option<KnownTasks>,
-    pub tasks: HashMap<String, Task>,
-    pub agents: HashMap<(String, String), Agent>,
-    pub executions: HashMap<String, Execution>,
-    pub approvals: HashMap<String, Approval>,
+}
+
+/// The rows a batch's commands name, to be locked up front (`lock_ahead`).
+#[derive(Default)]
+pub struct LockKeys {
+    pub tasks: BTreeSet<String>,
+    /// (tenant, id)
+    pub agents: BTreeSet<(String, String)>,
+    pub approvals: BTreeSet<String>,
+    pub executions: BTreeSet<String>,
 }
 
 /// Inserts new rows and updates changed ones in one statement per chunk

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, interval_at, sleep_until};
 
 use super::protocol::close;
-use super::{RateLimit, Slot, WsState, answer_close, close_with, refuse_input};
+use super::{RateLimit, Slot, WRITE_TIMEOUT, WsState, answer_close, close_with, refuse_input};
 use crate::encode::{data, timestamp};
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -51,7 +51,7 @@ pub async fn run(
         first.push(current_state(style, &task));
     }
     for frame in first {
-        if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+        if !send(&mut sink, frame.to_string()).await {
             return;
         }
     }
@@ -71,7 +71,7 @@ pub async fn run(
                     for d in &batch {
                         done |= d.event.payload.is_terminal();
                         let frame = frame(style, &d.event);
-                        if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        if !send(&mut sink, frame.to_string()).await {
                             return;
                         }
                     }
@@ -86,6 +86,23 @@ pub async fn run(
                     e.log_if_internal();
                     return close_with(&mut sink, close::INTERNAL_ERROR, "internal error").await;
                 }
+                // Retention pruned events after the client's after_seq: these
+                // routes have no cursor_expired frame, so the client gets the
+                // task's current state (as without after_seq) and live events.
+                Err(End::Expired { .. }) => match sub.add_task_snapshot(&task.id).await {
+                    Ok(now) => {
+                        if !send(&mut sink, current_state(style, &now).to_string()).await {
+                            return;
+                        }
+                        if now.status.is_terminal() {
+                            return finish(&mut sink).await;
+                        }
+                    }
+                    Err(e) => {
+                        e.log_if_internal();
+                        return close_with(&mut sink, close::INTERNAL_ERROR, "internal error").await;
+                    }
+                },
             },
             msg = stream.next() => match msg {
                 // Every inbound message, pings included, spends the rate budget;
@@ -95,7 +112,7 @@ pub async fn run(
                 }
                 Some(Ok(Message::Text(t))) if is_ping(&t) => {
                     let reply = json!({ "event_type": "heartbeat", "task_id": task.id, "timestamp": now() });
-                    if sink.send(Message::Text(reply.to_string().into())).await.is_err() {
+                    if !send(&mut sink, reply.to_string()).await {
                         return;
                     }
                 }
@@ -109,7 +126,7 @@ pub async fn run(
                     Style::AgentProgress => json!({ "heartbeat": true, "timestamp": now() }),
                     Style::TaskEvents => json!({ "event_type": "heartbeat", "task_id": task.id, "timestamp": now() }),
                 };
-                if sink.send(Message::Text(beat.to_string().into())).await.is_err() {
+                if !send(&mut sink, beat.to_string()).await {
                     return;
                 }
             }
@@ -204,6 +221,12 @@ fn frame(style: Style, e: &Event) -> Value {
             json!({ "step": step, "tool": tool, "message": message, "percent": percent, "timestamp": timestamp(e), "error": error, "seq": e.seq })
         }
     }
+}
+
+/// Sends one text frame within [`WRITE_TIMEOUT`] (as `/ws` does): a client
+/// that stops reading is dropped instead of holding the task and its slot.
+async fn send(sink: &mut Sink, text: String) -> bool {
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await, Ok(Ok(())))
 }
 
 async fn finish(sink: &mut Sink) {

@@ -7,17 +7,21 @@ mod compat;
 pub mod protocol;
 mod session;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::auth::Verifier;
@@ -110,22 +114,44 @@ impl WsState {
 
     /// Live figures for `GET /api/v1/websocket/status`. Channel names are the
     /// caller's tenant's only; the other figures are the node's.
-    pub fn status(&self, actor: &Actor) -> serde_json::Value {
+    pub fn status(&self, actor: &Actor) -> BridgeStatus {
         let hub = self.app.hub().stats();
-        let channels = self.app.hub().channel_counts(&actor.tenant);
-        json!({
-            "node_id": self.node_id,
-            "connections": self.connections(),
-            "max_connections": self.config.max_connections,
-            "subscriptions_per_channel": channels,
-            "events_published": hub.events_published,
-            "events_sent": self.events_sent.load(Ordering::Relaxed),
-            "slow_consumer": {
-                "progress_collapsed": hub.progress_collapsed,
-                "disconnects": hub.slow_consumer_disconnects,
+        BridgeStatus {
+            node_id: self.node_id.clone(),
+            connections: self.connections(),
+            max_connections: self.config.max_connections,
+            subscriptions_per_channel: self.app.hub().channel_counts(&actor.tenant),
+            events_published: hub.events_published,
+            events_sent: self.events_sent.load(Ordering::Relaxed),
+            slow_consumer: SlowConsumerStats {
+                progress_collapsed: hub.progress_collapsed,
+                disconnects: hub.slow_consumer_disconnects,
             },
-        })
+        }
     }
+}
+
+/// `GET /api/v1/websocket/status`.
+#[derive(Serialize, ToSchema)]
+pub struct BridgeStatus {
+    node_id: String,
+    /// Open WebSocket and SSE connections on this node.
+    connections: usize,
+    max_connections: usize,
+    /// Subscribers per channel name, the caller's tenant only.
+    subscriptions_per_channel: HashMap<String, usize>,
+    events_published: u64,
+    events_sent: u64,
+    slow_consumer: SlowConsumerStats,
+}
+
+/// What the slow-consumer policy (hub/outbox.rs) has done on this node.
+#[derive(Serialize, ToSchema)]
+pub struct SlowConsumerStats {
+    /// Progress reports replaced by a newer one before a slow client read them.
+    progress_collapsed: u64,
+    /// Clients dropped for being too slow.
+    disconnects: u64,
 }
 
 /// A connection's inbound message budget: `rate_limit` messages (text,
@@ -251,9 +277,11 @@ fn forbidden(e: AppError) -> Response {
 }
 
 /// Per-connection socket buffers. Clients send small frames, so a small read
-/// buffer (tungstenite's default is 128 KiB, allocated up front) keeps idle
-/// connections cheap; writes are batched and flushed per batch.
-const READ_BUFFER: usize = 4 * 1024;
+/// buffer (tungstenite's default is 128 KiB, allocated up front and zero-filled,
+/// so resident) keeps idle connections cheap: 1 KiB holds any control frame and
+/// the usual subscribe or decision; a bigger frame grows the buffer to its
+/// declared length (up to the frame limit). Writes are batched and flushed per batch.
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 16 * 1024;
 
 fn upgrade(ws: WebSocketUpgrade, state: &WsState) -> WebSocketUpgrade {
@@ -270,15 +298,17 @@ fn upgrade(ws: WebSocketUpgrade, state: &WsState) -> WebSocketUpgrade {
         .write_buffer_size(WRITE_BUFFER)
 }
 
-pub fn routes(state: Arc<WsState>) -> Router {
-    Router::new()
+/// The sockets (not JSON: left out of the OpenAPI document) and the bridge's
+/// status (documented).
+pub fn routes(state: Arc<WsState>) -> OpenApiRouter {
+    OpenApiRouter::new()
         .route("/ws", get(bridge))
         .route("/ws/tasks/{task_id}", get(compat_socket).layer(Extension(compat::Style::TaskEvents)))
         .route(
             "/ws/agent-progress/{task_id}",
             get(compat_socket).layer(Extension(compat::Style::AgentProgress)),
         )
-        .merge(crate::http::no_store(Router::new().route("/api/v1/websocket/status", get(status))))
+        .merge(crate::http::no_store(OpenApiRouter::new().routes(routes!(status))))
         .with_state(state)
 }
 
@@ -298,6 +328,10 @@ async fn bridge(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    // Refused before the upgrade, with a JSON body, rather than upgraded and closed.
+    if let Err(e) = state.app.check_stream_room() {
+        return AppError::Unavailable(e.public_message()).into_response();
+    }
     upgrade(ws, &state).on_upgrade(move |socket| session::run(socket, state, actor, slot, remote))
 }
 
@@ -360,6 +394,14 @@ async fn compat_upgrade(
         .on_upgrade(move |socket| compat::run(socket, state, sub, task, after, expires, style, slot))
 }
 
+/// Live figures of the WebSocket bridge and SSE on this node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/websocket/status",
+    tag = "meta",
+    responses((status = 200, body = BridgeStatus), crate::http::openapi::Errors),
+    security(("bearer" = [])),
+)]
 async fn status(State(state): State<Arc<WsState>>, headers: HeaderMap) -> Response {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match state.verifier.verify_bearer(auth).and_then(|a| a.require(Permission::Read).map(|()| a)) {

@@ -27,6 +27,9 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// Too slow: the outbound queue overflowed; resume from the last seq.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The node is at its stream limit (`HERALD_MAX_STREAMS`): try another
+    /// node or later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 #[derive(Debug, Deserialize)]

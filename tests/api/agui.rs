@@ -64,3 +64,44 @@ async fn a_run_id_is_used_once_per_tenant_and_a_cancelled_run_rejoins_as_run_err
     assert_eq!(reqwest::get(&other).await.unwrap().status(), 404);
     app.stop().await;
 }
+
+/// Retention pruned the start of a run's log: its translation cannot be
+/// rebuilt, so a rejoin answers AG-UI's `RUN_ERROR` with code
+/// `cursor_expired` (after `RUN_STARTED` when the client has seen nothing)
+/// instead of waiting on, or translating, what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_of_a_run_retention_pruned_is_run_error_cursor_expired() {
+    let keep = Duration::from_secs(1);
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.app.retention = Some(keep)).await;
+    let a = app.admin();
+    let api = Api::new(&app, &a);
+    let (status, task) = api.post("/tasks", json!({ "title": "marker" })).await;
+    assert!(status < 300, "{task}");
+    let first = post(&app, &a, &input("run-old")).await;
+    assert_eq!(first.status(), 200);
+    drop(first);
+    tokio::time::sleep(keep + Duration::from_millis(200)).await;
+    // Both the marker's and the run's events are older than the horizon: once
+    // the marker's cursor is refused, the run's creation is gone too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let marker = format!("/tasks/{}/events?after_seq=1", task["id"].as_str().unwrap());
+    while api.get(&marker).await.0 != 410 {
+        assert!(tokio::time::Instant::now() < deadline, "the pruner did not run within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let url = app.http(&format!("/api/v1/agui/runs/run-old?token={a}"));
+    let got = events(reqwest::get(&url).await.unwrap()).await;
+    let types: Vec<_> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["RUN_STARTED", "RUN_ERROR"], "{got:?}");
+    assert_eq!(got[1]["code"], "cursor_expired", "{got:?}");
+    // A client that saw the run start resumes to the error alone.
+    let resumed = reqwest::Client::new().get(&url).header("Last-Event-ID", "2").send().await.unwrap();
+    let got = events(resumed).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["type"].as_str(), got[0]["code"].as_str()),
+        (Some("RUN_ERROR"), Some("cursor_expired"))
+    );
+    app.stop().await;
+}

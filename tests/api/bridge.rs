@@ -186,6 +186,26 @@ async fn limits_refuse_clearly_and_keep_the_socket() {
     assert_eq!(status["subscriptions_per_channel"]["task_updates"], 1);
 }
 
+/// `execute` subscribes the socket to the new execution: past
+/// `max_subscriptions` it is refused before anything is started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_counts_against_the_subscription_limit() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.ws.max_subscriptions = 1).await;
+    let token = app.admin();
+    let mut ws = Ws::connect(&app, &token).await;
+    ws.subscribe("task_updates", None).await;
+    let execute = json!({ "type": "execute", "agent_id": "nobody-attached", "input": "go" });
+    ws.send(execute.clone()).await;
+    let e = ws.recv().await;
+    assert_eq!(e["code"], "resource_exhausted", "{e}");
+    let (_, list) = Api::new(&app, &token).get("/executions").await;
+    assert_eq!(list["executions"].as_array().map(Vec::len), Some(0), "nothing started: {list}");
+    ws.send(json!({ "type": "unsubscribe", "channel": "task_updates" })).await;
+    assert_eq!(ws.recv().await["type"], "unsubscribed");
+    ws.send(execute).await;
+    assert_eq!(ws.recv().await["type"], "execute_accepted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_does_not_slow_anyone() {
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.app.outbox_capacity = 64).await;

@@ -281,11 +281,12 @@ async fn the_dashboard_shows_tasks_live_and_an_approval_reaches_the_executor() {
         pb::RegisterAgentRequest { agent_id: "writer".into(), name: "Writer".into(), ..Default::default() };
     app.agents(&agent).register_agent(reg).await.expect("register");
     let mut executor = app.executors(&agent);
-    let mut commands = executor
+    let attached = executor
         .attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() })
         .await
-        .expect("attach")
-        .into_inner();
+        .expect("attach");
+    let session = crate::helpers::session_of(&attached);
+    let mut commands = attached.into_inner();
     b.eventually("the agent", &attr_of("li[data-agent-id='writer']", "data-agent-status"), |v| v.is_string())
         .await;
     b.type_into("#run-agent", "writer").await;
@@ -294,7 +295,12 @@ async fn the_dashboard_shows_tasks_live_and_an_approval_reaches_the_executor() {
     let Some(Cmd::Execute(run)) = next(&mut commands).await.command else { panic!("an EXECUTE first") };
     let id = run.execution_id.clone();
     assert_eq!(serde_json::from_str::<Value>(&run.input).unwrap(), json!({ "prompt": "email the team" }));
-    let report = |event| pb::ReportEventRequest { execution_id: id.clone(), event: Some(event) };
+    let report = |event| {
+        crate::helpers::in_session(
+            &session,
+            pb::ReportEventRequest { execution_id: id.clone(), event: Some(event) },
+        )
+    };
     executor
         .report_event(report(Ev::Thinking(pb::Thinking { text: "who is the team?".into() })))
         .await
@@ -306,7 +312,11 @@ async fn the_dashboard_shows_tasks_live_and_an_approval_reaches_the_executor() {
         arguments: json!({ "to": "team@example.com" }).to_string(),
         ..Default::default()
     };
-    let approval = executor.request_approval(ask).await.expect("request approval").into_inner();
+    let approval = executor
+        .request_approval(crate::helpers::in_session(&session, ask))
+        .await
+        .expect("request approval")
+        .into_inner();
     let card = format!("li[data-approval-id='{}']", approval.id);
     b.eventually("the approval card", &attr_of(&card, "data-state"), |v| v == "pending").await;
     let exec_view = format!("section[data-execution-id='{id}']");
@@ -337,7 +347,11 @@ async fn the_dashboard_shows_tasks_live_and_an_approval_reaches_the_executor() {
         arguments_schema: json!({ "type": "object", "required": ["to"] }).to_string(),
         ..Default::default()
     };
-    let second = executor.request_approval(ask).await.expect("request approval").into_inner();
+    let second = executor
+        .request_approval(crate::helpers::in_session(&session, ask))
+        .await
+        .expect("request approval")
+        .into_inner();
     let card2 = format!("li[data-approval-id='{}']", second.id);
     b.eventually("the second card", &attr_of(&card2, "data-state"), |v| v == "pending").await;
     b.click(&format!("{card2} button[data-action='edit']")).await;
@@ -826,29 +840,38 @@ async fn the_dashboard_shows_history_after_a_reload() {
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     app.agents(&agent).register_agent(reg).await.expect("register");
     let mut executor = app.executors(&agent);
-    let mut commands = executor
+    let attached = executor
         .attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() })
         .await
-        .expect("attach")
-        .into_inner();
+        .expect("attach");
+    let session = crate::helpers::session_of(&attached);
+    let mut commands = attached.into_inner();
     let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
     let id = app.executions(&approver).execute(req).await.expect("execute").into_inner().id;
     let Some(Cmd::Execute(_)) = next(&mut commands).await.command else { panic!("an EXECUTE first") };
-    let report = |event| pb::ReportEventRequest { execution_id: id.clone(), event: Some(event) };
+    let report = |event| {
+        crate::helpers::in_session(
+            &session,
+            pb::ReportEventRequest { execution_id: id.clone(), event: Some(event) },
+        )
+    };
     executor.report_event(report(Ev::Thinking(pb::Thinking { text: "whom to write".into() }))).await.unwrap();
-    let ask = |call: &str, deadline: Option<prost_types::Timestamp>| pb::RequestApprovalRequest {
-        execution_id: id.clone(),
-        tool_call_id: call.into(),
-        action: "send_email".into(),
-        arguments: json!({ "to": "team@example.com", "body": "hi" }).to_string(),
-        allowed_decisions: vec![
-            pb::DecisionKind::Approve.into(),
-            pb::DecisionKind::Reject.into(),
-            pb::DecisionKind::Edit.into(),
-        ],
-        deadline,
-        deadline_decision: pb::DecisionKind::Reject.into(),
-        ..Default::default()
+    let ask = |call: &str, deadline: Option<prost_types::Timestamp>| {
+        let req = pb::RequestApprovalRequest {
+            execution_id: id.clone(),
+            tool_call_id: call.into(),
+            action: "send_email".into(),
+            arguments: json!({ "to": "team@example.com", "body": "hi" }).to_string(),
+            allowed_decisions: vec![
+                pb::DecisionKind::Approve.into(),
+                pb::DecisionKind::Reject.into(),
+                pb::DecisionKind::Edit.into(),
+            ],
+            deadline,
+            deadline_decision: pb::DecisionKind::Reject.into(),
+            ..Default::default()
+        };
+        crate::helpers::in_session(&session, req)
     };
     let edited = executor.request_approval(ask("call-1", None)).await.expect("ask").into_inner();
     let decide = json!({ "decision": "edit", "arguments": { "to": "boss@example.com", "body": "hi" },

@@ -10,6 +10,7 @@ use herald::proto::{self as pb, executor_command::Command as Cmd};
 use serde_json::json;
 
 use crate::helpers::{ClusterEnv, TestApp, Ws, next};
+use crate::monitoring::Scrape;
 use crate::tasks::{create, progress};
 
 macro_rules! cluster_env {
@@ -78,11 +79,10 @@ async fn a_decision_on_one_node_reaches_the_executor_on_another() {
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     a.agents(&agent).register_agent(reg).await.unwrap();
     let mut executor = a.executors(&agent);
-    let mut commands = executor
-        .attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let attached =
+        executor.attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() }).await.unwrap();
+    let session = crate::helpers::session_of(&attached);
+    let mut commands = attached.into_inner();
 
     // Started on node B, run by the executor on node A.
     let approver = b.token("alice", &[Role::Approver], None);
@@ -98,7 +98,8 @@ async fn a_decision_on_one_node_reaches_the_executor_on_another() {
         arguments: "{}".into(),
         ..Default::default()
     };
-    let approval = executor.request_approval(req).await.unwrap().into_inner();
+    let approval =
+        executor.request_approval(crate::helpers::in_session(&session, req)).await.unwrap().into_inner();
     let decided = std::time::Instant::now();
     ws.send(json!({ "type": "approve", "approval_id": approval.id })).await;
     let Some(Cmd::Decision(d)) = next(&mut commands).await.command else { panic!("decision") };
@@ -155,6 +156,7 @@ async fn a_cut_redis_connection_loses_nothing() {
     let env = cluster_env!("a_cut_redis_connection_loses_nothing");
     let a = TestApp::spawn_node(&env, |_| {}).await;
     let b = TestApp::spawn_node(&env, |_| {}).await;
+    let before = Scrape::of(&b).await;
     let token = a.admin();
     let id = started_task(&a, &token).await;
     let sub = pb::SubscribeRequest { channels: vec![format!("task:{id}")], after_seq: Some(0) };
@@ -181,6 +183,22 @@ async fn a_cut_redis_connection_loses_nothing() {
     }
     let first = seqs[0];
     assert_eq!(seqs, (first..first + 52).collect::<Vec<_>>());
+    // The reports written while the nodes resubscribed (they wait 200 ms
+    // first) never came over Redis: they were read from the log. (The
+    // metrics recorder is the test process's: both nodes count into it.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = Scrape::of(&b).await;
+        let moved =
+            |name: &str, labels: &[(&str, &str)]| after.value(name, labels) - before.value(name, labels);
+        let reconnects = moved("herald_redis_reconnects_total", &[("link", "subscribe")]);
+        let filled = moved("herald_cluster_gap_fills_total", &[]);
+        if reconnects >= 1.0 && filled >= 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "reconnects {reconnects}, gap fills {filled}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -233,6 +233,20 @@ impl TestApp {
     }
 }
 
+/// The executor session an `Attach` answer names (its `x-herald-session`
+/// initial metadata); reports must carry it.
+pub fn session_of<T>(attached: &tonic::Response<T>) -> String {
+    let v = attached.metadata().get("x-herald-session").expect("Attach names its session");
+    v.to_str().expect("ascii").to_string()
+}
+
+/// `msg` as a request of executor session `session`.
+pub fn in_session<T>(session: &str, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert("x-herald-session", session.parse().expect("ascii session"));
+    req
+}
+
 /// The next item of a stream, failing the test after 5 s.
 pub async fn next<S, T>(stream: &mut S) -> T
 where

@@ -25,6 +25,8 @@ pub(crate) type Commands = tonic::Streaming<pb::ExecutorCommand>;
 pub(crate) struct Executor {
     pub(crate) client: herald::proto::executor_service_client::ExecutorServiceClient<crate::helpers::Authed>,
     pub(crate) commands: Commands,
+    /// The session `Attach` named: reports carry it.
+    pub(crate) session: String,
 }
 
 impl Executor {
@@ -32,12 +34,12 @@ impl Executor {
         let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
         app.agents(token).register_agent(reg).await.unwrap();
         let mut client = app.executors(token);
-        let commands = client
+        let attached = client
             .attach(pb::AttachRequest { agent_id: "writer".into(), ..Default::default() })
             .await
-            .unwrap()
-            .into_inner();
-        Self { client, commands }
+            .unwrap();
+        let session = crate::helpers::session_of(&attached);
+        Self { client, commands: attached.into_inner(), session }
     }
 
     /// Starts an execution of "writer" over gRPC and takes its EXECUTE command.
@@ -55,7 +57,7 @@ impl Executor {
 
     pub(crate) async fn report(&mut self, execution_id: &str, event: Ev) -> pb::Execution {
         let req = pb::ReportEventRequest { execution_id: execution_id.into(), event: Some(event) };
-        self.client.report_event(req).await.unwrap().into_inner()
+        self.client.report_event(self.in_session(req)).await.unwrap().into_inner()
     }
 
     pub(crate) async fn ask(
@@ -80,7 +82,12 @@ impl Executor {
             deadline,
             deadline_decision: 0,
         };
-        self.client.request_approval(req).await.unwrap().into_inner()
+        self.client.request_approval(self.in_session(req)).await.unwrap().into_inner()
+    }
+
+    /// `msg` as a request of this executor's session.
+    pub(crate) fn in_session<T>(&self, msg: T) -> tonic::Request<T> {
+        crate::helpers::in_session(&self.session, msg)
     }
 }
 
@@ -202,7 +209,7 @@ async fn the_seed_002_loop_with_an_edit(backend: Backend) {
         execution_id: id,
         event: Some(Ev::Thinking(pb::Thinking { text: "x".into() })),
     };
-    let err = exec.client.report_event(late).await.unwrap_err();
+    let err = exec.client.report_event(exec.in_session(late)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("already completed"), "{}", err.message());
 }
@@ -567,7 +574,7 @@ async fn approvals_are_listed_by_status_and_execution(backend: Backend) {
             arguments: json!({ "call": call }).to_string(),
             ..Default::default()
         };
-        let mut client = exec.client.clone();
+        let (mut client, req) = (exec.client.clone(), exec.in_session(req));
         async move { client.request_approval(req).await.unwrap().into_inner().id }
     };
     let decided = ask(&first, "a1").await;

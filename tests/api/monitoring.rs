@@ -72,7 +72,7 @@ fn parse(text: &str) -> Vec<Sample> {
     samples
 }
 
-struct Scrape(Vec<Sample>);
+pub(crate) struct Scrape(Vec<Sample>);
 
 impl Scrape {
     async fn get(url: &str, token: Option<&str>) -> (u16, Option<Self>) {
@@ -87,7 +87,7 @@ impl Scrape {
         (status, ok.then(|| Self(parse(&body))))
     }
 
-    async fn of(app: &TestApp) -> Self {
+    pub(crate) async fn of(app: &TestApp) -> Self {
         let (status, scrape) = Self::get(&app.http("/metrics"), None).await;
         assert_eq!(status, 200);
         scrape.expect("a scrape")
@@ -95,7 +95,7 @@ impl Scrape {
 
     /// The value of the sample with this name whose labels include `labels`
     /// (summed over the other labels), 0 when there is none.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.0
             .iter()
             .filter(|s| {
@@ -201,6 +201,56 @@ async fn metrics_on_their_own_address_behind_a_token() {
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap().unwrap();
+}
+
+/// A gRPC subscriber that stops reading: once its stream's buffers are full,
+/// its outbox collapses progress reports, then overflows on events that
+/// cannot be collapsed and is closed; `herald_slow_consumer_total` counts
+/// both actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumers_are_counted_when_collapsed_and_when_closed() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.app.outbox_capacity = 4).await;
+    let admin = app.admin();
+    let before = Scrape::of(&app).await;
+    let mut tasks = app.tasks(&admin);
+    let task = tasks.create_task(create("watched")).await.unwrap().into_inner();
+    tasks.start_task(pb::StartTaskRequest { id: task.id.clone() }).await.unwrap();
+    let sub = pb::SubscribeRequest { channels: vec!["task_updates".into()], after_seq: None };
+    let mut stalled = app.events(&admin).subscribe(sub).await.unwrap().into_inner();
+    // About 2.4 MB of reports: more than the stream's HTTP/2 window, send
+    // buffer and queue hold, so the rest waits in the outbox and collapses.
+    let message = "x".repeat(4000);
+    for p in 0..600u32 {
+        let report =
+            pb::ReportProgressRequest { message: message.clone(), ..crate::tasks::progress(&task.id, p / 7) };
+        tasks.report_progress(report).await.unwrap();
+    }
+    // Task creations cannot be collapsed: the full outbox overflows.
+    for i in 0..10 {
+        tasks.create_task(create(&format!("overflow {i}"))).await.unwrap();
+    }
+    let after = Scrape::of(&app).await;
+    let moved = |action: &str| {
+        let labels = [("action", action)];
+        after.value("herald_slow_consumer_total", &labels)
+            - before.value("herald_slow_consumer_total", &labels)
+    };
+    assert!(moved("collapsed") >= 1.0, "collapsed: {}", moved("collapsed"));
+    assert!(moved("closed") >= 1.0, "closed: {}", moved("closed"));
+    // The stalled stream, read at last, ends with RESOURCE_EXHAUSTED.
+    let end = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stalled.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+    app.stop().await;
 }
 
 #[test]

@@ -71,7 +71,8 @@ async fn approval_requests_and_decisions_are_idempotent(backend: Backend) {
         arguments: "{}".into(),
         ..Default::default()
     };
-    let err = exec.client.request_approval(other).await.expect_err("another request under call-1");
+    let err =
+        exec.client.request_approval(exec.in_session(other)).await.expect_err("another request under call-1");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains("call-1"), "{}", err.message());
 }
@@ -220,7 +221,8 @@ impl Process {
         tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.expect("dies").unwrap();
     }
 
-    async fn executor(&self, token: &str) -> (crate::hitl::Commands, ExecutorClient) {
+    /// Attaches an executor of "writer": its commands, its client and its session.
+    async fn executor(&self, token: &str) -> (crate::hitl::Commands, ExecutorClient, String) {
         self.executor_running(token, Vec::new()).await
     }
 
@@ -229,7 +231,7 @@ impl Process {
         &self,
         token: &str,
         running: Vec<String>,
-    ) -> (crate::hitl::Commands, ExecutorClient) {
+    ) -> (crate::hitl::Commands, ExecutorClient, String) {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
@@ -244,8 +246,9 @@ impl Process {
         let mut client =
             pb::executor_service_client::ExecutorServiceClient::with_interceptor(channel, bearer);
         let attach = pb::AttachRequest { agent_id: "writer".into(), running_execution_ids: running };
-        let commands = client.attach(attach).await.unwrap().into_inner();
-        (commands, client)
+        let attached = client.attach(attach).await.unwrap();
+        let session = crate::helpers::session_of(&attached);
+        (attached.into_inner(), client, session)
     }
 }
 
@@ -260,7 +263,7 @@ async fn a_restart_with_a_fixed_node_id_hands_running_executions_back() {
         .mint("exec-1", &[Role::Agent], None, Duration::from_secs(3600))
         .unwrap();
     let first = Process::start(dir.path(), addr, "node-a").await;
-    let (mut commands, mut client) = first.executor(&token).await;
+    let (mut commands, mut client, session) = first.executor(&token).await;
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let bearer = crate::helpers::Bearer(format!("Bearer {token}").parse().unwrap());
@@ -276,11 +279,11 @@ async fn a_restart_with_a_fixed_node_id_hands_running_executions_back() {
         execution_id: id.clone(),
         event: Some(Ev::Thinking(pb::Thinking { text: "working".into() })),
     };
-    client.report_event(req).await.unwrap();
+    client.report_event(crate::helpers::in_session(&session, req)).await.unwrap();
 
     first.kill9().await;
     let second = Process::start(dir.path(), addr, "node-a").await;
-    let (mut commands, _client) = second.executor(&token).await;
+    let (mut commands, _client, _) = second.executor(&token).await;
     let Cmd::Execute(cmd) = crate::helpers::next(&mut commands).await.command.unwrap() else {
         panic!("the running execution is offered again")
     };
@@ -321,7 +324,7 @@ async fn an_executor_claims_its_execution_from_a_dead_node_at_once() {
         .unwrap();
     let a = Process::node(&env, dir_a.path(), "node-a").await;
     let b = Process::node(&env, dir_b.path(), "node-b").await;
-    let (mut commands, _client) = a.executor(&token).await;
+    let (mut commands, _client, _) = a.executor(&token).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr))
         .unwrap()
         .connect()
@@ -338,7 +341,7 @@ async fn an_executor_claims_its_execution_from_a_dead_node_at_once() {
     assert_eq!(cmd.execution_id, id);
 
     a.kill9().await;
-    let (mut commands, mut client) = b.executor_running(&token, vec![id.clone()]).await;
+    let (mut commands, mut client, session) = b.executor_running(&token, vec![id.clone()]).await;
     let Cmd::Execute(cmd) = crate::helpers::next(&mut commands).await.command.unwrap() else {
         panic!("the execution it was running is handed over at once")
     };
@@ -347,7 +350,103 @@ async fn an_executor_claims_its_execution_from_a_dead_node_at_once() {
         execution_id: id.clone(),
         event: Some(Ev::Complete(pb::Complete { output: "done".into() })),
     };
-    let done = client.report_event(req).await.unwrap().into_inner();
+    let done = client.report_event(crate::helpers::in_session(&session, req)).await.unwrap().into_inner();
     assert_eq!(done.status(), pb::ExecutionStatus::Completed);
     b.kill9().await;
+}
+
+/// kill -9 under the ingest stream: four executors keep 64 reports each in
+/// flight on `StreamReports`; Herald is killed while they report. After a
+/// restart on the same files every report that was acknowledged is stored,
+/// under the seq it was acknowledged with (reports committed but not yet
+/// acknowledged may be stored too: their answer was lost, not the report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_report_acknowledged_on_the_ingest_stream_survives_kill_9() {
+    use tokio_stream::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let node = Process::start(dir.path(), addr, "ingest").await;
+    let token = herald::auth::Minter::hs256(crate::helpers::SECRET.as_bytes())
+        .mint("exec", &[Role::Agent], None, Duration::from_secs(3600))
+        .unwrap();
+    let connect = |addr: std::net::SocketAddr| {
+        let token = token.clone();
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let bearer = crate::helpers::Bearer(format!("Bearer {token}").parse().unwrap());
+            pb::task_service_client::TaskServiceClient::with_interceptor(channel, bearer)
+        }
+    };
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64, String)>::new()));
+    let mut executors = Vec::new();
+    for e in 0..4 {
+        let mut tasks = connect(addr).await;
+        let id = tasks.create_task(crate::tasks::create("crash")).await.unwrap().into_inner().id;
+        let acked = acked.clone();
+        executors.push(tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let mut answers = tasks
+                .stream_reports(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let message = |i: u64| format!("executor {e} report {i}");
+            let mut sent = 0u64;
+            loop {
+                // Keep 64 unanswered; the permits of the channel bound it.
+                while let Ok(permit) = tx.try_reserve() {
+                    let mut p = crate::tasks::progress(&id, 1);
+                    p.message = message(sent);
+                    permit.send(pb::StreamReportsRequest {
+                        report: Some(pb::stream_reports_request::Report::Progress(p)),
+                    });
+                    sent += 1;
+                }
+                match tokio::time::timeout(Duration::from_secs(10), answers.next()).await {
+                    Ok(Some(Ok(a))) => {
+                        assert!(a.error.is_none(), "{a:?}");
+                        acked.lock().unwrap().push((id.clone(), a.seq, message(a.index)));
+                    }
+                    // The connection died with Herald.
+                    Ok(Some(Err(_)) | None) => return,
+                    Err(_) => panic!("no answer within 10 s while Herald runs"),
+                }
+            }
+        }));
+    }
+    // Let the executors get well under way, then kill Herald mid-stream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 2000 {
+        assert!(tokio::time::Instant::now() < deadline, "2000 reports acknowledged within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.kill9().await;
+    for x in executors {
+        tokio::time::timeout(Duration::from_secs(10), x).await.expect("executors see the end").unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+
+    let node = Process::start(dir.path(), addr, "ingest").await;
+    let mut tasks = connect(addr).await;
+    let mut stored = std::collections::HashMap::new();
+    for id in acked.iter().map(|(id, ..)| id.clone()).collect::<std::collections::BTreeSet<_>>() {
+        let history = tasks.list_task_progress(pb::ListTaskProgressRequest { id: id.clone() }).await.unwrap();
+        for e in history.into_inner().entries {
+            stored.insert(e.seq, (id.clone(), e.message));
+        }
+    }
+    let lost: Vec<_> =
+        acked.iter().filter(|(id, seq, msg)| stored.get(seq) != Some(&(id.clone(), msg.clone()))).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged reports lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(3)]
+    );
+    node.kill9().await;
 }

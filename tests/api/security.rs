@@ -294,7 +294,7 @@ async fn streams_end_when_their_token_expires() {
 async fn allowed_decisions_and_json_fields_are_bounded() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let admin = app.admin();
-    let (execution_id, _executor) = running_execution(&app, &admin).await;
+    let (execution_id, _executor, _) = running_execution(&app, &admin).await;
     use pb::DecisionKind as K;
     let ask = |allowed: Vec<K>, call: &str| pb::RequestApprovalRequest {
         execution_id: execution_id.clone(),
@@ -321,21 +321,24 @@ async fn allowed_decisions_and_json_fields_are_bounded() {
     assert!(body["error"]["message"].as_str().unwrap().contains("limit"), "{body}");
 }
 
-/// An executor of agent "writer" attached with `token`, and an execution it runs.
+/// An executor of agent "writer" attached with `token`, and an execution it
+/// runs: (execution id, command stream, executor session).
 pub async fn running_execution(
     app: &TestApp,
     token: &str,
-) -> (String, tonic::Streaming<pb::ExecutorCommand>) {
+) -> (String, tonic::Streaming<pb::ExecutorCommand>, String) {
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     app.agents(token).register_agent(reg).await.unwrap();
     #[allow(clippy::needless_update)] // AttachRequest is growing fields (executor failover)
     let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
-    let mut commands = app.executors(token).attach(attach).await.unwrap().into_inner();
+    let attached = app.executors(token).attach(attach).await.unwrap();
+    let session = crate::helpers::session_of(&attached);
+    let mut commands = attached.into_inner();
     let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
     let id = app.executions(token).execute(req).await.unwrap().into_inner().id;
     let cmd = crate::helpers::next(&mut commands).await;
     assert!(matches!(cmd.command, Some(pb::executor_command::Command::Execute(_))), "{cmd:?}");
-    (id, commands)
+    (id, commands, session)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,59 +380,131 @@ async fn pings_spend_the_rate_limit_on_every_route() {
     assert!(pongs <= 5, "{pongs} pongs");
 }
 
+/// Two executors with the same token (two processes of one deployment): only
+/// the session holding the execution reports on it; the other one, a caller
+/// naming no session and another subject are refused and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_holding_executor_reports_on_an_execution() {
+async fn only_the_holding_executor_session_reports_on_an_execution() {
+    use crate::helpers::in_session;
     use pb::report_event_request::Event as Ev;
     let app = TestApp::spawn(Backend::Sqlite).await;
     let alice = app.token("alice", &[Role::Agent], Some("acme"));
     let mallory = app.token("mallory", &[Role::Agent], Some("acme"));
-    let (id, _commands) = running_execution(&app, &alice).await;
+    let (id, _commands, holder) = running_execution(&app, &alice).await;
+    #[allow(clippy::needless_update)]
+    let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
+    let other = app.executors(&alice).attach(attach.clone()).await.unwrap();
+    let (other, _other_commands) = (crate::helpers::session_of(&other), other.into_inner());
+    assert_ne!(other, holder);
+    let strange = app.executors(&mallory).attach(attach).await.unwrap();
+    let (strange, _strange_commands) = (crate::helpers::session_of(&strange), strange.into_inner());
 
     let complete = |output: &str| pb::ReportEventRequest {
         execution_id: id.clone(),
         event: Some(Ev::Complete(pb::Complete { output: output.into() })),
     };
-    let err = app.executors(&mallory).report_event(complete("forged")).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let ask = pb::RequestApprovalRequest {
         execution_id: id.clone(),
         tool_call_id: "c".into(),
         action: "pay".into(),
         ..Default::default()
     };
-    let err = app.executors(&mallory).request_approval(ask).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let refused = [
+        (&alice, Some(&other)),
+        (&alice, None),
+        (&mallory, Some(&strange)),
+        // Another subject cannot borrow the holder's session id either.
+        (&mallory, Some(&holder)),
+    ];
+    fn request<T>(session: Option<&String>, msg: T) -> tonic::Request<T> {
+        match session {
+            Some(s) => in_session(s, msg),
+            None => tonic::Request::new(msg),
+        }
+    }
+    for (token, session) in refused {
+        let err = app.executors(token).report_event(request(session, complete("forged"))).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{session:?}: {err:?}");
+        let err = app.executors(token).request_approval(request(session, ask.clone())).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{session:?}: {err:?}");
+    }
     let seen = app.executions(&alice).get_execution(pb::GetExecutionRequest { id: id.clone() }).await;
     let seen = seen.unwrap().into_inner();
     assert_eq!(seen.status, i32::from(pb::ExecutionStatus::Running));
     assert_eq!(seen.output, "");
+    let (status, all) = Api::new(&app, &alice).get("/approvals?status=all").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["approvals"].as_array().map(Vec::len), Some(0), "nothing asked: {all}");
 
-    let done = app.executors(&alice).report_event(complete("real")).await.unwrap().into_inner();
-    assert_eq!(done.output, "real");
+    let done = app.executors(&alice).report_event(in_session(&holder, complete("real"))).await;
+    assert_eq!(done.unwrap().into_inner().output, "real");
 }
 
 /// Log lines of `herald::auth::audit` and of internal errors (with the
 /// request span they happen in), captured for the whole test binary.
 fn audit_log() -> &'static std::sync::Mutex<Vec<u8>> {
-    static LOG: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| {
-        let buffer: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::default());
-        let writer = move || Capture(buffer);
-        tracing_subscriber::fmt()
-            .with_env_filter("herald::auth::audit=info,herald::domain::error=error,herald::telemetry=info")
+    &logs().audit
+}
+
+/// Closed spans of requests and use cases (JSON, one per line) whose fields
+/// mention a tenant named `traced-…`; the rest is not kept.
+fn span_log() -> &'static std::sync::Mutex<Vec<u8>> {
+    &logs().spans
+}
+
+struct Logs {
+    audit: std::sync::Mutex<Vec<u8>>,
+    spans: std::sync::Mutex<Vec<u8>>,
+}
+
+fn logs() -> &'static Logs {
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::prelude::*;
+    static LOGS: std::sync::OnceLock<&'static Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static Logs =
+            Box::leak(Box::new(Logs { audit: Default::default(), spans: Default::default() }));
+        let audit = tracing_subscriber::fmt::layer()
             .with_ansi(false)
-            .with_writer(writer)
+            .with_writer(move || Capture { buffer: &logs.audit, only: None })
+            .with_filter(EnvFilter::new(
+                "herald::auth::audit=info,herald::domain::error=error,herald::telemetry=info",
+            ));
+        let spans = tracing_subscriber::fmt::layer()
+            .json()
+            .with_span_events(FmtSpan::CLOSE)
+            .with_writer(move || Capture { buffer: &logs.spans, only: Some("\"traced-") })
+            .with_filter(
+                Targets::new()
+                    .with_target("herald::app", tracing::Level::DEBUG)
+                    .with_target("herald::telemetry", tracing::Level::INFO),
+            );
+        tracing_subscriber::registry()
+            .with(audit)
+            .with(spans)
             .try_init()
             .expect("the security tests own the global subscriber");
-        buffer
+        logs
     })
 }
 
-struct Capture(&'static std::sync::Mutex<Vec<u8>>);
+/// Appends what is written to `buffer`; with `only`, just the lines (one
+/// write each) that contain it.
+struct Capture {
+    buffer: &'static std::sync::Mutex<Vec<u8>>,
+    only: Option<&'static str>,
+}
 
 impl std::io::Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        let keep = match self.only {
+            Some(marker) => String::from_utf8_lossy(buf).contains(marker),
+            None => true,
+        };
+        if keep {
+            self.buffer.lock().unwrap().extend_from_slice(buf);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -578,6 +653,8 @@ async fn streams_count_toward_the_node_limit() {
     let _two = Ws::connect(&app, &admin).await;
     let err = app.events(&admin).subscribe(req()).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // A socket over the limit is refused at the handshake (503), not upgraded and dropped.
+    assert_eq!(ws_refused(&app.ws_url(&format!("/ws?token={admin}"))).await, 503);
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     app.agents(&admin).register_agent(reg).await.unwrap();
     #[allow(clippy::needless_update)]
@@ -617,4 +694,225 @@ async fn storage_errors_are_logged_with_their_context_not_shown() {
     let all = String::from_utf8_lossy(&audit_log().lock().unwrap()).into_owned();
     assert!(all.contains("no such table"), "the cause is not in the log");
     assert_eq!(all.matches(&format!("load task {id}")).count(), 1, "logged more than once");
+}
+
+/// Every HTTP request and gRPC call runs in a span naming its route (or
+/// method), tenant, subject, status and outcome; the application's use cases
+/// run in spans of their own inside it, with the tenant and the ids involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_and_use_cases_run_in_spans_with_caller_and_outcome() {
+    logs();
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let tenant = format!("traced-{}", uuid::Uuid::new_v4().simple());
+    let token = app.token("tracer", &[Role::Admin], Some(&tenant));
+    let api = Api::new(&app, &token);
+    let (status, task) = api.post("/tasks", json!({ "title": "t" })).await;
+    assert!(status < 300, "{task}");
+    assert_eq!(api.get("/tasks/nope").await.0, 404);
+    let mut tasks = app.tasks(&token);
+    let created = tasks.create_task(create("g")).await.unwrap().into_inner();
+    let err = tasks.get_task(pb::GetTaskRequest { id: "nope".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Closed spans: their own fields (with their name) and those of their
+    // parents. A use case's span is looked for among all that match: in the
+    // full suite (other tests' servers logging through the same global
+    // subscriber) a span has now and then come out of
+    // tracing-subscriber's per-layer filtering without its parent, while its
+    // twin over the other transport had it.
+    let find = |name: &str, has: &[(&str, Value)]| -> Option<(Value, Vec<Value>)> {
+        let text = String::from_utf8_lossy(&span_log().lock().unwrap()).into_owned();
+        let mut found =
+            text.lines().map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")).filter_map(|l| {
+                let span = l["span"].clone();
+                let fits = span["name"] == name && span["tenant"] == tenant.as_str();
+                (fits && has.iter().all(|(k, v)| span[*k] == *v))
+                    .then(|| (span, l["spans"].as_array().cloned().unwrap_or_default()))
+            });
+        if name == "request" {
+            found.next()
+        } else {
+            found.find(|(_, parents)| parents.iter().any(|p| p["name"] == "request"))
+        }
+    };
+    let wanted: [(&str, Vec<(&str, Value)>); 6] = [
+        (
+            "request",
+            vec![("method", json!("POST")), ("route", json!("/api/v1/tasks")), ("status", json!(200))],
+        ),
+        ("request", vec![("route", json!("/api/v1/tasks/{id}")), ("status", json!(404))]),
+        ("request", vec![("route", json!("/herald.v1.TaskService/CreateTask")), ("outcome", json!("OK"))]),
+        (
+            "request",
+            vec![("route", json!("/herald.v1.TaskService/GetTask")), ("outcome", json!("NOT_FOUND"))],
+        ),
+        ("create_task", vec![]),
+        ("task", vec![("task_id", json!("nope"))]),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for (name, has) in wanted {
+        let (span, parents) = loop {
+            if let Some(found) = find(name, &has) {
+                break found;
+            }
+            let all = String::from_utf8_lossy(&span_log().lock().unwrap()).into_owned();
+            assert!(tokio::time::Instant::now() < deadline, "no span {name} with {has:?} in:\n{all}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if name == "request" {
+            assert_eq!(span["subject"], "tracer", "{span}");
+            assert!(span["outcome"].is_string(), "{span}");
+        } else {
+            // A use case's span sits inside the request that asked for it.
+            let request = parents.iter().find(|p| p["name"] == "request").expect("inside a request span");
+            assert_eq!(
+                (request["tenant"].as_str(), request["subject"].as_str()),
+                (Some(tenant.as_str()), Some("tracer"))
+            );
+        }
+    }
+    // Both creations (HTTP and gRPC) ran the use case.
+    let text = String::from_utf8_lossy(&span_log().lock().unwrap()).into_owned();
+    let creations = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["span"]["name"] == "create_task" && l["span"]["tenant"] == tenant.as_str())
+        .count();
+    assert_eq!(creations, 2, "{text}");
+    assert!(!created.id.is_empty());
+}
+
+/// A TCP proxy to `to` that forwards bytes both ways until `freeze` is
+/// cancelled, then holds both connections open without moving a byte: a
+/// SIGSTOPped process or a network partition, as the server sees it.
+async fn freezing_proxy(
+    to: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        freeze: tokio_util::sync::CancellationToken,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = tokio::select! {
+                () = freeze.cancelled() => break,
+                r = from.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+            };
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+        // Frozen: both halves stay open, nothing is read or written.
+        std::future::pending::<()>().await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let freeze = tokio_util::sync::CancellationToken::new();
+    let f = freeze.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(to).await else { continue };
+            let ((cr, cw), (sr, sw)) = (client.into_split(), server.into_split());
+            tokio::spawn(pump(cr, sw, f.clone()));
+            tokio::spawn(pump(sr, cw, f.clone()));
+        }
+    });
+    (addr, freeze)
+}
+
+/// An executor frozen mid-run keeps its TCP connection open but stops
+/// answering: HTTP/2 keepalive pings find it dead, its `Attach` ends, and the
+/// execution goes to another attached executor of the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_executor_is_detached_and_its_execution_handed_over() {
+    use pb::executor_command::Command as Cmd;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.net.http2_keepalive = Duration::from_millis(500);
+        c.net.http2_keepalive_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let agent = app.token("exec-1", &[Role::Agent], None);
+    let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
+    app.agents(&agent).register_agent(reg).await.unwrap();
+    let (proxy, freeze) = freezing_proxy(app.addr).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{proxy}")).unwrap().connect().await.unwrap();
+    let bearer = crate::helpers::Bearer(format!("Bearer {agent}").parse().unwrap());
+    let mut frozen = pb::executor_service_client::ExecutorServiceClient::with_interceptor(channel, bearer);
+    #[allow(clippy::needless_update)]
+    let attach = pb::AttachRequest { agent_id: "writer".into(), ..Default::default() };
+    let mut frozen_commands = frozen.attach(attach).await.unwrap().into_inner();
+    let req = pb::ExecuteRequest { agent_id: "writer".into(), ..Default::default() };
+    let id = app.executions(&agent).execute(req).await.unwrap().into_inner().id;
+    let Some(Cmd::Execute(cmd)) = crate::helpers::next(&mut frozen_commands).await.command else {
+        panic!("execute")
+    };
+    assert_eq!(cmd.execution_id, id);
+    // Alive for a while: answered pings keep the connection.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut standby = crate::hitl::Executor::attach(&app, &agent).await;
+    crate::helpers::assert_quiet(&mut standby.commands).await;
+
+    freeze.cancel();
+    // Within keepalive + timeout (1 s) and a margin: `next` waits 5 s at most.
+    let Cmd::Execute(cmd) = standby.command().await else { panic!("the frozen executor's execution") };
+    assert_eq!((cmd.execution_id.as_str(), cmd.resumed), (id.as_str(), true));
+    let done =
+        standby.report(&id, pb::report_event_request::Event::Complete(pb::Complete { output: "ok".into() }));
+    assert_eq!(done.await.status(), pb::ExecutionStatus::Completed);
+}
+
+/// An HTTP/1 connection kept alive with no request in flight is closed after
+/// `HERALD_IDLE_TIMEOUT`; an open WebSocket is not idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.net.idle_timeout = Duration::from_millis(500)).await;
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(3)).await,
+        "an idle keep-alive connection stayed open"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed before the idle timeout");
+    let mut ws = Ws::connect(&app, &app.admin()).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ws.send(json!({ "type": "ping" })).await;
+    assert_eq!(ws.recv().await["type"], "pong");
+}
+
+/// A WebSocket upgrade whose request never completes is dropped after
+/// `HERALD_WS_HANDSHAKE_TIMEOUT`, sooner than the header-read timeout other
+/// requests get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_that_never_completes_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.net.ws_handshake_timeout = Duration::from_millis(500);
+        c.net.header_read_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let token = app.admin();
+    let mut upgrade = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    );
+    upgrade.write_all(head.as_bytes()).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n").await.unwrap();
+    assert!(closed_within(&mut upgrade, Duration::from_secs(3)).await, "an unfinished upgrade stayed open");
+    // A plain request has the longer header-read timeout and still completes.
+    slow.write_all(b"\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
