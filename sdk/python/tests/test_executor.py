@@ -230,6 +230,34 @@ async def test_an_executor_process_killed_and_restarted_resumes_the_execution(
                     p.kill()
 
 
+async def test_a_report_resent_under_its_idempotency_key_is_stored_once(
+    herald: Herald, agent_token: str, admin_token: str, run_executor: Any
+) -> None:
+    from herald.v1 import executions_pb2
+
+    ex = Executor(herald.url, token=agent_token, agent_id="twice")
+    answers: list[int] = []
+
+    @ex.run
+    async def run(ctx: Context) -> Any:
+        req = executions_pb2.ReportEventRequest(
+            execution_id=ctx.execution_id, thinking=executions_pb2.Thinking(text="once")
+        )
+        # What the executor does when a report's answer is lost: the same request, the same key.
+        for _ in range(2):
+            answers.append((await ex._call(ex._exec.ReportEvent, req, idempotency_key="report-1")).last_seq)
+        await ctx.thinking("once more, as a new report")
+        return "ok"
+
+    await run_executor(ex)
+    async with Client(herald.url, token=admin_token) as c:
+        e = await c.execute("twice", "go")
+        await finished(c, e.id)
+        counts = Counter(await event_types(c, e.id))
+    assert answers[0] == answers[1], answers
+    assert counts["thinking"] == 2, counts
+
+
 async def test_refusals_are_herald_errors_with_herald_codes(herald: Herald, agent_token: str, admin_token: str) -> None:
     async with Client(herald.url, token=admin_token) as c:
         with pytest.raises(HeraldError) as bad:

@@ -12,7 +12,10 @@ What it takes care of so handlers do not have to:
   ``GetApproval`` (asked after every re-attach and now and then while waiting), and
   Herald returns the same approval for the same ``tool_call_id``, so a resumed
   execution never asks twice;
-- ``cancel`` cancels the handler's task and acknowledges with ``ctx.partial_output``.
+- ``cancel`` cancels the handler's task and acknowledges with ``ctx.partial_output``;
+- reports carry the executor session ``Attach`` named (metadata ``x-herald-session``):
+  Herald takes reports on an execution only from the session holding it. A report
+  refused because the stream was replaced meanwhile is sent again in the new session.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
@@ -49,7 +53,17 @@ Handler = Callable[["Context"], Awaitable[Any]]
 
 # Statuses on which a report is sent again: Herald (re)starting or unreachable.
 _RESEND = frozenset({grpc.StatusCode.UNAVAILABLE})
+# ... and, for a request sent with an idempotency key, when its answer was lost.
+_RESEND_KEYED = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED})
+# Metadata naming a request, so that Herald stores it once however often it is sent.
+_IDEMPOTENCY_KEY = "idempotency-key"
+
+
+def _new_key() -> str:
+    return uuid.uuid4().hex
 _FATAL_ATTACH = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+# Metadata naming the executor session: Attach answers with it, reports send it.
+_SESSION = "x-herald-session"
 
 
 class Context:
@@ -81,7 +95,8 @@ class Context:
 
     async def _report(self, **event: Any) -> Execution:
         req = executions_pb2.ReportEventRequest(execution_id=self.execution_id, **event)
-        return Execution.from_proto(await self._executor._call(self._executor._exec.ReportEvent, req))
+        ex = self._executor
+        return Execution.from_proto(await ex._call(ex._exec.ReportEvent, req, idempotency_key=_new_key()))
 
     async def thinking(self, text: str) -> None:
         await self._report(thinking=executions_pb2.Thinking(text=text))
@@ -206,6 +221,8 @@ class Executor:
         self._attached = asyncio.Event()
         self._stopping: asyncio.Event | None = None
         self._channel: grpc.aio.Channel | None = None
+        # The session of the current command stream (a new one per attach).
+        self._session: str | None = None
 
     def run(self, handler: Handler) -> Handler:
         """Decorator: the coroutine function called once per execution with its
@@ -268,7 +285,9 @@ class Executor:
             try:
                 await self._register()
                 call = self._exec.Attach(executions_pb2.AttachRequest(agent_id=self.agent_id), metadata=self._md())
-                await call.initial_metadata()
+                md = await call.initial_metadata()
+                session = md.get(_SESSION) if md is not None else None
+                self._session = session if isinstance(session, str) else None
                 self._attached.set()
                 log.info("attached as executor of %s", self.agent_id)
                 delay = 0.1
@@ -406,7 +425,7 @@ class Executor:
     async def _final(self, eid: str, **event: Any) -> None:
         req = executions_pb2.ReportEventRequest(execution_id=eid, **event)
         try:
-            await self._call(self._exec.ReportEvent, req)
+            await self._call(self._exec.ReportEvent, req, idempotency_key=_new_key())
         except HeraldError as e:
             # E.g. already finished: cancelled by timeout, failed after the grace period.
             log.warning("final report of execution %s refused: %s", eid, e)
@@ -416,15 +435,31 @@ class Executor:
     def _md(self) -> tuple[tuple[str, str], ...]:
         return metadata(self._token)
 
-    async def _call(self, method: Any, request: Any) -> Any:
-        """One unary call, sent again while Herald is unreachable (UNAVAILABLE: the
-        request did not get through), so handlers carry on across a restart."""
+    async def _call(self, method: Any, request: Any, *, idempotency_key: str | None = None) -> Any:
+        """One unary call in the current executor session, sent again while Herald
+        is unreachable (UNAVAILABLE: the request did not get through), so handlers
+        carry on across a restart, and once more in a new session when the one it
+        was sent in ended meanwhile (PERMISSION_DENIED: that session no longer holds
+        the execution; a re-attach hands it to the new one). With an
+        ``idempotency_key`` (the same on every attempt) Herald stores the request once
+        however often it arrives, so it is also sent again when its answer was lost
+        (DEADLINE_EXCEEDED)."""
         delay = 0.1
+        resend = _RESEND | _RESEND_KEYED if idempotency_key else _RESEND
         while True:
+            session = self._session
+            md = self._md() + (((_SESSION, session),) if session else ())
+            if idempotency_key:
+                md += ((_IDEMPOTENCY_KEY, idempotency_key),)
             try:
-                return await method(request, metadata=self._md(), timeout=30)
+                return await method(request, metadata=md, timeout=30)
             except grpc.aio.AioRpcError as e:
-                if e.code() not in _RESEND:
+                if e.code() == grpc.StatusCode.PERMISSION_DENIED:
+                    if not await self._session_replaced(session):
+                        raise HeraldError.from_rpc(e) from None
+                    log.info("refused in executor session %s, which ended; sending again", session)
+                    continue
+                if e.code() not in resend:
                     raise HeraldError.from_rpc(e) from None
                 log.info("Herald unavailable (%s); sending again", e.details())
             try:
@@ -433,3 +468,14 @@ class Executor:
                 pass
             await asyncio.sleep(delay * random.random())
             delay = min(delay * 2, self.max_backoff)
+
+    async def _session_replaced(self, sent_in: str | None) -> bool:
+        """True when a new session replaced ``sent_in`` (waiting up to a few seconds
+        for a re-attach in progress): a refused report is worth sending again."""
+        if self._session != sent_in and self.attached:
+            return True
+        try:
+            await asyncio.wait_for(self._attached.wait(), timeout=5 * self.max_backoff)
+        except asyncio.TimeoutError:
+            return False
+        return self._session != sent_in

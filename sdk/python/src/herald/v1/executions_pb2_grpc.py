@@ -281,6 +281,12 @@ class ExecutorServiceServicer:
         it was running (resumed = true) with every decision made meanwhile, then
         queued executions. Commands may repeat after a re-attach: treat them as
         idempotent by execution_id / approval_id.
+
+        The response's initial metadata "x-herald-session" names this executor
+        session. ReportEvent and RequestApproval must send it back as request
+        metadata "x-herald-session": only the session holding an execution (or
+        an admin token) may report on it, not another executor of the tenant,
+        even one with the same token. A new Attach is a new session: use its id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -289,13 +295,16 @@ class ExecutorServiceServicer:
     def ReportEvent(self, request, context):
         """Reports what the agent is doing: thinking, tool_call, tool_result,
         message_delta, subagent_start, subagent_end, complete, error, cancelled.
+        Needs metadata "x-herald-session" (see Attach): PERMISSION_DENIED without
+        it, or when another session (or none) holds the execution.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RequestApproval(self, request, context):
-        """Asks a person for permission. Emits approval_required.
+        """Asks a person for permission. Emits approval_required. Needs metadata
+        "x-herald-session", as ReportEvent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -24,45 +24,52 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from herald.v1 import events_pb2 as herald_dot_v1_dot_events__pb2
+from herald.v1 import executions_pb2 as herald_dot_v1_dot_executions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/tasks.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/events.proto\"\xab\x03\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12%\n\x06status\x18\x05 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x06 \x01(\r\x12\x0c\n\x04step\x18\x07 \x01(\t\x12\x0c\n\x04tool\x18\x08 \x01(\t\x12\x0f\n\x07message\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0e\n\x06result\x18\x0b \x01(\t\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12\x0e\n\x06tenant\x18\r \x01(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0c\x63ompleted_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x88\x01\x01\x12\x10\n\x08last_seq\x18\x11 \x01(\x04\x42\x0f\n\r_completed_at\"I\n\x11\x43reateTaskRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"\x1c\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"X\n\x10ListTasksRequest\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x15.herald.v1.TaskStatusH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x02 \x01(\rB\t\n\x07_status\"3\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.herald.v1.Task\"\x1e\n\x10StartTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"q\n\x15ReportProgressRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08progress\x18\x02 \x01(\r\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\x08\"1\n\x13\x43ompleteTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\",\n\x0f\x46\x61ilTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"/\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"%\n\x17ListTaskProgressRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xb9\x01\n\rProgressEntry\x12\x10\n\x08progress\x18\x01 \x01(\r\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\x08\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03seq\x18\x08 \x01(\x04\"E\n\x18ListTaskProgressResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.herald.v1.ProgressEntry\"\x1e\n\x10WatchTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"c\n\x11WatchTaskResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x0f.herald.v1.TaskH\x00\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x10.herald.v1.EventH\x00\x42\x06\n\x04item2\xa7\x05\n\x0bTaskService\x12;\n\nCreateTask\x12\x1c.herald.v1.CreateTaskRequest\x1a\x0f.herald.v1.Task\x12\x35\n\x07GetTask\x12\x19.herald.v1.GetTaskRequest\x1a\x0f.herald.v1.Task\x12\x46\n\tListTasks\x12\x1b.herald.v1.ListTasksRequest\x1a\x1c.herald.v1.ListTasksResponse\x12\x39\n\tStartTask\x12\x1b.herald.v1.StartTaskRequest\x1a\x0f.herald.v1.Task\x12\x43\n\x0eReportProgress\x12 .herald.v1.ReportProgressRequest\x1a\x0f.herald.v1.Task\x12?\n\x0c\x43ompleteTask\x12\x1e.herald.v1.CompleteTaskRequest\x1a\x0f.herald.v1.Task\x12\x37\n\x08\x46\x61ilTask\x12\x1a.herald.v1.FailTaskRequest\x1a\x0f.herald.v1.Task\x12;\n\nCancelTask\x12\x1c.herald.v1.CancelTaskRequest\x1a\x0f.herald.v1.Task\x12[\n\x10ListTaskProgress\x12\".herald.v1.ListTaskProgressRequest\x1a#.herald.v1.ListTaskProgressResponse\x12H\n\tWatchTask\x12\x1b.herald.v1.WatchTaskRequest\x1a\x1c.herald.v1.WatchTaskResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15herald/v1/tasks.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/events.proto\x1a\x1aherald/v1/executions.proto\"\xab\x03\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12%\n\x06status\x18\x05 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x10\n\x08progress\x18\x06 \x01(\r\x12\x0c\n\x04step\x18\x07 \x01(\t\x12\x0c\n\x04tool\x18\x08 \x01(\t\x12\x0f\n\x07message\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0e\n\x06result\x18\x0b \x01(\t\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12\x0e\n\x06tenant\x18\r \x01(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0c\x63ompleted_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x88\x01\x01\x12\x10\n\x08last_seq\x18\x11 \x01(\x04\x42\x0f\n\r_completed_at\"I\n\x11\x43reateTaskRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"\x1c\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"X\n\x10ListTasksRequest\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x15.herald.v1.TaskStatusH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x02 \x01(\rB\t\n\x07_status\"3\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.herald.v1.Task\"\x1e\n\x10StartTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"q\n\x15ReportProgressRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08progress\x18\x02 \x01(\r\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\x08\"1\n\x13\x43ompleteTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\",\n\x0f\x46\x61ilTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"/\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"%\n\x17ListTaskProgressRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xb9\x01\n\rProgressEntry\x12\x10\n\x08progress\x18\x01 \x01(\r\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.herald.v1.TaskStatus\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\x08\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03seq\x18\x08 \x01(\x04\"E\n\x18ListTaskProgressResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.herald.v1.ProgressEntry\"\x1e\n\x10WatchTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"c\n\x11WatchTaskResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x0f.herald.v1.TaskH\x00\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x10.herald.v1.EventH\x00\x42\x06\n\x04item\"\x86\x01\n\x14StreamReportsRequest\x12\x34\n\x08progress\x18\x01 \x01(\x0b\x32 .herald.v1.ReportProgressRequestH\x00\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1d.herald.v1.ReportEventRequestH\x00\x42\x08\n\x06report\"Z\n\x15StreamReportsResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.herald.v1.ReportError\",\n\x0bReportError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t2\xff\x05\n\x0bTaskService\x12;\n\nCreateTask\x12\x1c.herald.v1.CreateTaskRequest\x1a\x0f.herald.v1.Task\x12\x35\n\x07GetTask\x12\x19.herald.v1.GetTaskRequest\x1a\x0f.herald.v1.Task\x12\x46\n\tListTasks\x12\x1b.herald.v1.ListTasksRequest\x1a\x1c.herald.v1.ListTasksResponse\x12\x39\n\tStartTask\x12\x1b.herald.v1.StartTaskRequest\x1a\x0f.herald.v1.Task\x12\x43\n\x0eReportProgress\x12 .herald.v1.ReportProgressRequest\x1a\x0f.herald.v1.Task\x12?\n\x0c\x43ompleteTask\x12\x1e.herald.v1.CompleteTaskRequest\x1a\x0f.herald.v1.Task\x12\x37\n\x08\x46\x61ilTask\x12\x1a.herald.v1.FailTaskRequest\x1a\x0f.herald.v1.Task\x12;\n\nCancelTask\x12\x1c.herald.v1.CancelTaskRequest\x1a\x0f.herald.v1.Task\x12[\n\x10ListTaskProgress\x12\".herald.v1.ListTaskProgressRequest\x1a#.herald.v1.ListTaskProgressResponse\x12H\n\tWatchTask\x12\x1b.herald.v1.WatchTaskRequest\x1a\x1c.herald.v1.WatchTaskResponse0\x01\x12V\n\rStreamReports\x12\x1f.herald.v1.StreamReportsRequest\x1a .herald.v1.StreamReportsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'herald.v1.tasks_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASK']._serialized_start=94
-  _globals['_TASK']._serialized_end=521
-  _globals['_CREATETASKREQUEST']._serialized_start=523
-  _globals['_CREATETASKREQUEST']._serialized_end=596
-  _globals['_GETTASKREQUEST']._serialized_start=598
-  _globals['_GETTASKREQUEST']._serialized_end=626
-  _globals['_LISTTASKSREQUEST']._serialized_start=628
-  _globals['_LISTTASKSREQUEST']._serialized_end=716
-  _globals['_LISTTASKSRESPONSE']._serialized_start=718
-  _globals['_LISTTASKSRESPONSE']._serialized_end=769
-  _globals['_STARTTASKREQUEST']._serialized_start=771
-  _globals['_STARTTASKREQUEST']._serialized_end=801
-  _globals['_REPORTPROGRESSREQUEST']._serialized_start=803
-  _globals['_REPORTPROGRESSREQUEST']._serialized_end=916
-  _globals['_COMPLETETASKREQUEST']._serialized_start=918
-  _globals['_COMPLETETASKREQUEST']._serialized_end=967
-  _globals['_FAILTASKREQUEST']._serialized_start=969
-  _globals['_FAILTASKREQUEST']._serialized_end=1013
-  _globals['_CANCELTASKREQUEST']._serialized_start=1015
-  _globals['_CANCELTASKREQUEST']._serialized_end=1062
-  _globals['_LISTTASKPROGRESSREQUEST']._serialized_start=1064
-  _globals['_LISTTASKPROGRESSREQUEST']._serialized_end=1101
-  _globals['_PROGRESSENTRY']._serialized_start=1104
-  _globals['_PROGRESSENTRY']._serialized_end=1289
-  _globals['_LISTTASKPROGRESSRESPONSE']._serialized_start=1291
-  _globals['_LISTTASKPROGRESSRESPONSE']._serialized_end=1360
-  _globals['_WATCHTASKREQUEST']._serialized_start=1362
-  _globals['_WATCHTASKREQUEST']._serialized_end=1392
-  _globals['_WATCHTASKRESPONSE']._serialized_start=1394
-  _globals['_WATCHTASKRESPONSE']._serialized_end=1493
-  _globals['_TASKSERVICE']._serialized_start=1496
-  _globals['_TASKSERVICE']._serialized_end=2175
+  _globals['_TASK']._serialized_start=122
+  _globals['_TASK']._serialized_end=549
+  _globals['_CREATETASKREQUEST']._serialized_start=551
+  _globals['_CREATETASKREQUEST']._serialized_end=624
+  _globals['_GETTASKREQUEST']._serialized_start=626
+  _globals['_GETTASKREQUEST']._serialized_end=654
+  _globals['_LISTTASKSREQUEST']._serialized_start=656
+  _globals['_LISTTASKSREQUEST']._serialized_end=744
+  _globals['_LISTTASKSRESPONSE']._serialized_start=746
+  _globals['_LISTTASKSRESPONSE']._serialized_end=797
+  _globals['_STARTTASKREQUEST']._serialized_start=799
+  _globals['_STARTTASKREQUEST']._serialized_end=829
+  _globals['_REPORTPROGRESSREQUEST']._serialized_start=831
+  _globals['_REPORTPROGRESSREQUEST']._serialized_end=944
+  _globals['_COMPLETETASKREQUEST']._serialized_start=946
+  _globals['_COMPLETETASKREQUEST']._serialized_end=995
+  _globals['_FAILTASKREQUEST']._serialized_start=997
+  _globals['_FAILTASKREQUEST']._serialized_end=1041
+  _globals['_CANCELTASKREQUEST']._serialized_start=1043
+  _globals['_CANCELTASKREQUEST']._serialized_end=1090
+  _globals['_LISTTASKPROGRESSREQUEST']._serialized_start=1092
+  _globals['_LISTTASKPROGRESSREQUEST']._serialized_end=1129
+  _globals['_PROGRESSENTRY']._serialized_start=1132
+  _globals['_PROGRESSENTRY']._serialized_end=1317
+  _globals['_LISTTASKPROGRESSRESPONSE']._serialized_start=1319
+  _globals['_LISTTASKPROGRESSRESPONSE']._serialized_end=1388
+  _globals['_WATCHTASKREQUEST']._serialized_start=1390
+  _globals['_WATCHTASKREQUEST']._serialized_end=1420
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1422
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1521
+  _globals['_STREAMREPORTSREQUEST']._serialized_start=1524
+  _globals['_STREAMREPORTSREQUEST']._serialized_end=1658
+  _globals['_STREAMREPORTSRESPONSE']._serialized_start=1660
+  _globals['_STREAMREPORTSRESPONSE']._serialized_end=1750
+  _globals['_REPORTERROR']._serialized_start=1752
+  _globals['_REPORTERROR']._serialized_end=1796
+  _globals['_TASKSERVICE']._serialized_start=1799
+  _globals['_TASKSERVICE']._serialized_end=2566
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from herald.v1 import events_pb2 as _events_pb2
+from herald.v1 import executions_pb2 as _executions_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -169,3 +170,29 @@ class WatchTaskResponse(_message.Message):
     snapshot: Task
     event: _events_pb2.Event
     def __init__(self, snapshot: _Optional[_Union[Task, _Mapping]] = ..., event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ...) -> None: ...
+
+class StreamReportsRequest(_message.Message):
+    __slots__ = ("progress", "event")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    progress: ReportProgressRequest
+    event: _executions_pb2.ReportEventRequest
+    def __init__(self, progress: _Optional[_Union[ReportProgressRequest, _Mapping]] = ..., event: _Optional[_Union[_executions_pb2.ReportEventRequest, _Mapping]] = ...) -> None: ...
+
+class StreamReportsResponse(_message.Message):
+    __slots__ = ("index", "seq", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    seq: int
+    error: ReportError
+    def __init__(self, index: _Optional[int] = ..., seq: _Optional[int] = ..., error: _Optional[_Union[ReportError, _Mapping]] = ...) -> None: ...
+
+class ReportError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

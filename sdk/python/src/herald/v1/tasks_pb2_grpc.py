@@ -88,6 +88,11 @@ class TaskServiceStub:
                 request_serializer=herald_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=herald_dot_v1_dot_tasks__pb2.WatchTaskResponse.FromString,
                 _registered_method=True)
+        self.StreamReports = channel.stream_stream(
+                '/herald.v1.TaskService/StreamReports',
+                request_serializer=herald_dot_v1_dot_tasks__pb2.StreamReportsRequest.SerializeToString,
+                response_deserializer=herald_dot_v1_dot_tasks__pb2.StreamReportsResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -163,6 +168,25 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamReports(self, request_iterator, context):
+        """The ingest stream: an executor keeps one stream open and sends reports
+        (task progress and execution events) back to back, without waiting for
+        each answer. Herald stores them in the order sent and answers every
+        report, in the same order, once its transaction has committed: the seq of
+        the event it stored, or the error that refused it. A refused report does
+        not end the stream; the reports after it are still stored. The stream
+        ends with a status only for what concerns all of it (the token expired,
+        the node shuts down, a message that cannot be decoded). Up to 1024
+        reports may await their answers; past that Herald reads no more until
+        answers are read (HTTP/2 flow control). It counts as one of the node's
+        HERALD_MAX_STREAMS. Authorisation, validation and limits are those of
+        ReportProgress and ExecutorService.ReportEvent: execution events need the
+        x-herald-session metadata Attach returned, sent when opening the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +239,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=herald_dot_v1_dot_tasks__pb2.WatchTaskRequest.FromString,
                     response_serializer=herald_dot_v1_dot_tasks__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'StreamReports': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamReports,
+                    request_deserializer=herald_dot_v1_dot_tasks__pb2.StreamReportsRequest.FromString,
+                    response_serializer=herald_dot_v1_dot_tasks__pb2.StreamReportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,6 +520,33 @@ class TaskService:
             '/herald.v1.TaskService/WatchTask',
             herald_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
             herald_dot_v1_dot_tasks__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamReports(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/herald.v1.TaskService/StreamReports',
+            herald_dot_v1_dot_tasks__pb2.StreamReportsRequest.SerializeToString,
+            herald_dot_v1_dot_tasks__pb2.StreamReportsResponse.FromString,
             options,
             channel_credentials,
             insecure,
