@@ -2,7 +2,7 @@
 //! publisher keeps at most `--window` events published but not yet received by
 //! every subscriber ("as fast as delivery keeps up"; by default 32,000 / N
 //! events, between 2 and 256), with up to `--inflight` publish calls at once
-//! (herald target, default the window; the seed target publishes sequentially).
+//! (default the window; the seed target publishes sequentially).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use crate::Target;
 use crate::metrics::{Latency, Meter, Report, add, now_ns};
 use crate::net::{Ctx, Rest, Tasks};
+use crate::peers::{NatsPub, STAMPED_TITLE};
 use crate::subscriber::{Fleet, SeedClock, Stamp, TITLE};
 
 /// The publisher's side of the run.
@@ -37,6 +38,32 @@ pub fn progress_request(id: &str, progress: u32) -> ReportProgressRequest {
     }
 }
 
+/// A publisher whose calls may overlap: each stamps its own send time.
+#[derive(Clone)]
+pub enum Publisher {
+    /// gRPC `ReportProgress` on one task (the send time in the message).
+    Grpc(Tasks, String),
+    /// Core NATS `PUB` + `PING` (the send time in the frame's title).
+    Nats(Arc<NatsPub>),
+    /// The seed's `POST /api/v1/tasks` (the send time in the title), for Socket.IO.
+    Rest(Rest),
+}
+
+impl Publisher {
+    pub async fn publish(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Grpc(tasks, id) => {
+                tasks.clone().report_progress(progress_request(id, 1)).await?;
+            }
+            Self::Nats(nats) => nats.publish().await?,
+            Self::Rest(rest) => {
+                rest.create_task(&format!("{STAMPED_TITLE}{}", now_ns())).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub async fn create_task(tasks: &mut Tasks, n: usize) -> anyhow::Result<String> {
     let req = CreateTaskRequest { title: format!("{TITLE}{n}"), ..Default::default() };
     Ok(tasks.create_task(req).await.context("CreateTask")?.into_inner().id)
@@ -47,8 +74,8 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
     // By default about 32,000 deliveries in flight: 32 events for 1,000 subscribers.
     let window = args.window.unwrap_or((32_000 / n.max(1)).clamp(2, 256) as u64).max(1);
     let inflight = match ctx.target() {
-        Target::Herald => args.inflight.unwrap_or(window as usize).max(1),
         Target::Seed => 1,
+        _ => args.inflight.unwrap_or(window as usize).max(1),
     };
     let mut report = Report::new(ctx, "s1", n, "subscribers");
     report.params = serde_json::json!({
@@ -59,19 +86,21 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
 
     // The publisher's connection and, for Herald, its task (created before anyone listens).
     enum Pub {
-        Grpc(Tasks, String),
+        Concurrent(Publisher),
         Rest(Rest, Arc<SeedClock>),
     }
     let (publisher, stamp) = match ctx.target() {
         Target::Herald => {
             let mut tasks = ctx.tasks().await?;
             let id = create_task(&mut tasks, 0).await?;
-            (Pub::Grpc(tasks, id), Stamp::Herald)
+            (Pub::Concurrent(Publisher::Grpc(tasks, id)), Stamp::Herald)
         }
-        Target::Seed => {
+        Target::Seed | Target::NatsJs => {
             let clock = SeedClock::new(Default::default());
             (Pub::Rest(ctx.rest()?, clock.clone()), Stamp::Seed(clock))
         }
+        Target::Nats => (Pub::Concurrent(Publisher::Nats(NatsPub::connect(ctx.addr).await?)), Stamp::Title),
+        Target::Socketio => (Pub::Concurrent(Publisher::Rest(ctx.rest_pool(inflight)?)), Stamp::Title),
     };
 
     eprintln!("s1: connecting {n} subscribers");
@@ -95,7 +124,7 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
                 t
             });
             match publisher {
-                Pub::Grpc(tasks, id) => {
+                Pub::Concurrent(publisher) => {
                     let permits = Arc::new(Semaphore::new(inflight));
                     let mut issued = 0u64;
                     while !state.stop.load(Ordering::Relaxed) {
@@ -108,9 +137,8 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
                             break;
                         }
                         issued += 1;
-                        let (mut tasks, id, state, fleet, lat, errors) = (
-                            tasks.clone(),
-                            id.clone(),
+                        let (publisher, state, fleet, lat, errors) = (
+                            publisher.clone(),
                             state.clone(),
                             fleet.clone(),
                             call_latency.clone(),
@@ -118,11 +146,11 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
                         );
                         tokio::spawn(async move {
                             let t0 = Instant::now();
-                            match tasks.report_progress(progress_request(&id, 1)).await {
-                                Ok(_) => add(&state.ok, 1),
+                            match publisher.publish().await {
+                                Ok(()) => add(&state.ok, 1),
                                 Err(e) => {
                                     if state.failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                                        eprintln!("publish: {e}");
+                                        eprintln!("publish: {e:#}");
                                     }
                                     add(&errors.publish, 1);
                                 }

@@ -1,6 +1,6 @@
 //! S3 idle connections: N WebSocket connections, each subscribed to one task
 //! (herald: `task:{id}` of one of `--tasks` tasks; seed: `task_updates`, its
-//! only task channel). Server memory per connection is the growth of its
+//! only task channel; the peers: `task_updates`). Server memory per connection is the growth of its
 //! resident set from before connecting to after `--warmup` + `--duration` of
 //! idling, divided by the connections; idle CPU is its utime+stime over the
 //! `--duration` idle interval. Then one progress report per task probes that
@@ -12,16 +12,17 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::Target;
-use crate::fanout::{create_task, progress_request};
+use crate::fanout::{Publisher, create_task, progress_request};
 use crate::metrics::{Errors, Meter, Proc, Report, add};
 use crate::net::Ctx;
+use crate::peers::NatsPub;
 use crate::subscriber::{Fleet, SeedClock, Stamp, TITLE};
 
 pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
     let args = &ctx.args;
     let tasks_n = match ctx.target() {
         Target::Herald => args.tasks.clamp(1, n.max(1)),
-        Target::Seed => 1,
+        _ => 1,
     };
     let mut report = Report::new(ctx, "s3", n, "connections");
     report.params = serde_json::json!({ "connections": n, "tasks": tasks_n });
@@ -30,6 +31,7 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
     // Tasks first, so nothing but the probe reaches the connections.
     let mut grpc = None;
     let mut rest = None;
+    let mut peer = None;
     let mut ids = Vec::with_capacity(tasks_n);
     let stamp = match ctx.target() {
         Target::Herald => {
@@ -40,16 +42,24 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
             grpc = Some(tasks);
             Stamp::Herald
         }
-        Target::Seed => {
+        Target::Seed | Target::NatsJs => {
             let r = ctx.rest()?;
             ids.push(r.create_task(&format!("{TITLE}0")).await?);
             rest = Some(r);
             Stamp::Seed(SeedClock::new(HashMap::from([(ids[0].clone(), 0)])))
         }
+        Target::Nats => {
+            peer = Some(Publisher::Nats(NatsPub::connect(ctx.addr).await?));
+            Stamp::Title
+        }
+        Target::Socketio => {
+            peer = Some(Publisher::Rest(ctx.rest()?));
+            Stamp::Title
+        }
     };
     let channel = |i: usize| match ctx.target() {
         Target::Herald => format!("task:{}", ids[i % tasks_n]),
-        Target::Seed => "task_updates".to_string(),
+        _ => "task_updates".to_string(),
     };
 
     let server = Proc::server(args.pid);
@@ -86,6 +96,12 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
     // The probe: every connection should receive one event.
     fleet.recording.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
+    if let Some(peer) = &peer
+        && let Err(e) = peer.publish().await
+    {
+        eprintln!("probe: {e:#}");
+        add(&errors.publish, 1);
+    }
     match (grpc.as_mut(), rest.as_ref(), &stamp) {
         (Some(tasks), _, _) => {
             for id in &ids {
@@ -102,6 +118,7 @@ pub async fn run(ctx: &Arc<Ctx>, n: usize) -> anyhow::Result<Report> {
                 add(&errors.publish, 1);
             }
         }
+        (None, None, Stamp::Title) => {} // published above
         _ => unreachable!("a publisher per target"),
     }
     let missing = fleet.drain(|_| 1, args.drain.max(std::time::Duration::from_secs(10))).await;

@@ -1,29 +1,45 @@
 //! S4 durable ingest: C clients, each with its own connection and task, send
-//! progress reports back to back (herald: gRPC `ReportProgress`; seed: REST
-//! `PUT …/progress`). Herald answers a report only after its commit, so the
-//! acknowledged reports per second are the stored reports per second; latency
-//! is request to acknowledgement. Afterwards the stored history of every task
-//! is counted (gRPC `ListTaskProgress`, or `GET …/progress` where the server
-//! has it) and must hold every acknowledged report.
+//! progress reports back to back. Herald (`--mode`): `unary`, gRPC
+//! `ReportProgress`, one call at a time; `stream`, one `StreamReports` stream
+//! per client with up to `--inflight` reports unanswered; `http`, REST
+//! `PUT …/progress`. Seed: REST. `nats-js`: a JetStream publish per report,
+//! up to `--inflight` awaiting their stored ack (`jetstream.rs`). Every server
+//! answers a report only after storing it, so the acknowledged reports per
+//! second are the stored reports per second; latency is send to
+//! acknowledgement. Afterwards the stored history of every task (gRPC
+//! `ListTaskProgress`, or `GET …/progress` where the server has it; the
+//! JetStream stream's message count) must hold every acknowledged report.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use herald::proto::ListTaskProgressRequest;
+use anyhow::Context;
+use herald::proto::{
+    ListTaskProgressRequest, StreamReportsRequest, stream_reports_request::Report as StreamedReport,
+};
+use tokio::sync::mpsc;
 
-use crate::Target;
 use crate::fanout::{create_task, progress_request};
+use crate::jetstream;
 use crate::metrics::{Errors, Latency, Meter, Report, add};
-use crate::net::Ctx;
+use crate::net::{Ctx, Tasks};
 use crate::subscriber::TITLE;
+use crate::{Mode, Target};
 
 pub async fn run(ctx: &Arc<Ctx>, clients: usize) -> anyhow::Result<Report> {
     let args = &ctx.args;
     let clients = clients.max(1);
     let mut report = Report::new(ctx, "s4", clients, "clients");
     report.delivery_unit = "stored reports";
-    report.params = serde_json::json!({ "clients": clients });
+    let mode = match ctx.target() {
+        Target::Herald => args.mode,
+        _ => Mode::Unary,
+    };
+    let pipelined = matches!(ctx.target(), Target::NatsJs) || mode == Mode::Stream;
+    let inflight = if pipelined { args.inflight.unwrap_or(16).max(1) } else { 1 };
+    report.params = serde_json::json!({ "clients": clients, "mode": mode, "inflight": inflight });
     let errors = Arc::new(Errors::default());
     let latency = Latency::new();
     let recording = Arc::new(AtomicBool::new(false));
@@ -33,17 +49,21 @@ pub async fn run(ctx: &Arc<Ctx>, clients: usize) -> anyhow::Result<Report> {
 
     let mut setup = match ctx.target() {
         Target::Herald => Some(ctx.tasks().await?),
-        Target::Seed => None,
+        _ => None,
     };
     let setup_rest = ctx.rest()?;
     let mut ids = Vec::with_capacity(clients);
     for c in 0..clients {
-        ids.push(match setup.as_mut() {
-            Some(grpc) => create_task(grpc, c).await?,
-            None => setup_rest.create_task(&format!("{TITLE}{c}")).await?,
+        ids.push(match (ctx.target(), setup.as_mut()) {
+            (Target::NatsJs, _) => format!("s4.{c}"),
+            (_, Some(grpc)) => create_task(grpc, c).await?,
+            (_, None) => setup_rest.create_task(&format!("{TITLE}{c}")).await?,
         });
     }
-    eprintln!("s4: {clients} clients reporting");
+    if ctx.target() == Target::NatsJs {
+        jetstream::fresh_stream(ctx.addr).await?;
+    }
+    eprintln!("s4: {clients} clients reporting ({mode:?}, {inflight} in flight each)");
     let mut handles = Vec::with_capacity(clients);
     for (c, id) in ids.iter().cloned().enumerate() {
         let (latency, recording, stop, acked, measured, errors) = (
@@ -70,8 +90,8 @@ pub async fn run(ctx: &Arc<Ctx>, clients: usize) -> anyhow::Result<Report> {
                 eprintln!("client {c}: {e}");
             }
         };
-        handles.push(match ctx.target() {
-            Target::Herald => {
+        handles.push(match (ctx.target(), mode) {
+            (Target::Herald, Mode::Unary) => {
                 let mut client = ctx.tasks().await?;
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
@@ -84,7 +104,23 @@ pub async fn run(ctx: &Arc<Ctx>, clients: usize) -> anyhow::Result<Report> {
                     }
                 })
             }
-            Target::Seed => {
+            (Target::Herald, Mode::Stream) => {
+                let mut client = ctx.tasks().await?;
+                tokio::spawn(async move {
+                    if let Err(e) = stream_client(&mut client, &id, inflight, &stop, &record).await {
+                        fail(format!("{e:#}"));
+                    }
+                })
+            }
+            (Target::NatsJs, _) => {
+                let mut conn = jetstream::Conn::connect(ctx.addr, &format!("c{c}")).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = jetstream_client(&mut conn, &id, inflight, &stop, &record).await {
+                        fail(format!("{e:#}"));
+                    }
+                })
+            }
+            _ => {
                 let rest = ctx.rest()?;
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
@@ -116,6 +152,10 @@ pub async fn run(ctx: &Arc<Ctx>, clients: usize) -> anyhow::Result<Report> {
     // Every acknowledged report must be in the stored history.
     let acked_total: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
     let mut stored = Some(0u64);
+    if ctx.target() == Target::NatsJs {
+        stored = Some(jetstream::stored(ctx.addr).await?);
+        ids.clear();
+    }
     for id in &ids {
         let n = match setup.as_mut() {
             Some(grpc) => grpc
@@ -149,4 +189,67 @@ pub async fn run(ctx: &Arc<Ctx>, clients: usize) -> anyhow::Result<Report> {
     report.latency = latency.summary();
     report.errors = errors.counts();
     Ok(report)
+}
+
+/// One `StreamReports` stream: keeps `inflight` reports unanswered until
+/// `stop`, then waits for the answers still due.
+async fn stream_client(
+    client: &mut Tasks,
+    id: &str,
+    inflight: usize,
+    stop: &AtomicBool,
+    record: &impl Fn(Instant, bool),
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel(inflight);
+    let outbound = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut answers = client.stream_reports(outbound).await.context("StreamReports")?.into_inner();
+    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(inflight);
+    loop {
+        while sent.len() < inflight && !stop.load(Ordering::Relaxed) {
+            let report = StreamedReport::Progress(progress_request(id, 50));
+            sent.push_back(Instant::now());
+            tx.send(StreamReportsRequest { report: Some(report) }).await.context("stream closed")?;
+        }
+        let Some(t0) = sent.pop_front() else { return Ok(()) };
+        let answer = answers.message().await?.context("the stream ended with reports unanswered")?;
+        if let Some(e) = &answer.error {
+            anyhow::bail!("report {} refused: {} {}", answer.index, e.code, e.message);
+        }
+        record(t0, true);
+    }
+}
+
+/// One NATS connection publishing to `subject` with `inflight` publishes
+/// awaiting JetStream's ack until `stop`, then waiting for the acks still due.
+async fn jetstream_client(
+    conn: &mut jetstream::Conn,
+    subject: &str,
+    inflight: usize,
+    stop: &AtomicBool,
+    record: &impl Fn(Instant, bool),
+) -> anyhow::Result<()> {
+    let mut sent: VecDeque<(u64, Instant)> = VecDeque::with_capacity(inflight);
+    let mut n = 0u64;
+    loop {
+        if sent.len() < inflight && !stop.load(Ordering::Relaxed) {
+            while sent.len() < inflight {
+                n += 1;
+                let payload = serde_json::json!({
+                    "task_id": subject, "progress": 50, "step": "working", "tool": "herald-bench",
+                    "message": crate::metrics::now_ns().to_string(),
+                });
+                conn.publish(subject, n, payload.to_string().as_bytes());
+                sent.push_back((n, Instant::now()));
+            }
+            conn.flush().await?;
+        }
+        let Some(&(first, t0)) = sent.front() else { return Ok(()) };
+        let reply = conn.reply().await?;
+        anyhow::ensure!(reply.n == first, "ack for publish {} while {first} was due", reply.n);
+        sent.pop_front();
+        if let Err(e) = jetstream::ack_ok(&reply.payload) {
+            anyhow::bail!("publish {first} not stored: {e}");
+        }
+        record(t0, true);
+    }
 }

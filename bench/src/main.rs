@@ -9,18 +9,23 @@
 //! | `s4` | durable ingest: C concurrent clients reporting progress, every report stored |
 //! | `s5` | growth: S1 and S4 at several sizes |
 //! | `s6` | retention: the SQLite file's size under a constant load (server with `HERALD_RETENTION`) |
+//! | `s7` | catch-up: a subscriber a backlog behind resumes while live subscribers receive |
 //!
 //! Targets: `herald` (gRPC `TaskService.ReportProgress` to publish, `/ws` to
 //! receive) and `seed` (seed 000's protocol: REST publish, `/ws?token=` with
-//! `subscribe task_updates` to receive). Herald speaks both. How latency is
-//! measured for each target is in `subscriber.rs` and BENCHMARKS.md.
+//! `subscribe task_updates` to receive). Herald speaks both. The peers of
+//! `../shared/peers/` for S1 and S3: `nats` and `socketio` (`peers.rs`). How
+//! latency is measured for each target is in `subscriber.rs` and BENCHMARKS.md.
 
+mod catchup;
 mod e2e;
 mod fanout;
 mod idle;
 mod ingest;
+mod jetstream;
 mod metrics;
 mod net;
+mod peers;
 mod retention;
 mod subscriber;
 
@@ -46,6 +51,9 @@ pub enum Scenario {
     S5,
     /// Retention: --rate reports per second over --clients tasks; --db's size every --sample.
     S6,
+    /// Catch-up: a subscriber --backlog events behind resumes while --subscribers
+    /// live subscribers get --publish-rate events/s (default 100 and 200).
+    S7,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -57,6 +65,29 @@ pub enum Target {
     /// Seed 000's protocol: REST to publish, /ws?token= + subscribe task_updates
     /// to receive (send time kept by the load generator, matched by task and progress).
     Seed,
+    /// The NATS peer (S1, S3): core NATS over TCP at --url (nats://HOST:PORT) to
+    /// publish, NATS over WebSocket at --subscribe-url to receive (peers.rs).
+    Nats,
+    /// The Socket.IO peer (S1, S3): the seed's REST POST /api/v1/tasks to publish,
+    /// Socket.IO over WebSocket (room task_updates) to receive (peers.rs).
+    Socketio,
+    /// The NATS JetStream peer (S4): a publish per report to a file-stored
+    /// stream at --url (nats://HOST:PORT), counted when the stored ack comes
+    /// back (jetstream.rs).
+    #[value(name = "nats-js")]
+    NatsJs,
+}
+
+/// How S4's Herald clients report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// gRPC TaskService.ReportProgress, one call at a time per client.
+    Unary,
+    /// gRPC TaskService.StreamReports, one stream per client, --inflight reports unanswered.
+    Stream,
+    /// REST PUT /api/v1/tasks/{id}/progress, one request at a time per client.
+    Http,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -100,8 +131,12 @@ pub struct Args {
     #[arg(long)]
     pub window: Option<u64>,
     /// S1: most publish calls in flight at once (default: the window; the seed target is always 1).
+    /// S4 (--mode stream, --target nats-js): reports awaiting their answer per client (default 16).
     #[arg(long)]
     pub inflight: Option<usize>,
+    /// S4: how Herald's clients report: unary (ReportProgress), stream (StreamReports) or http.
+    #[arg(long, value_enum, default_value = "unary")]
+    pub mode: Mode,
     /// S1: publish at this many events per second instead of as fast as the window allows.
     #[arg(long)]
     pub publish_rate: Option<f64>,
@@ -135,6 +170,9 @@ pub struct Args {
     /// S6: progress reports per second, over all clients.
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
+    /// S7: events the resuming subscriber is behind (written first by --clients clients).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: u64,
     /// S6: the server's SQLite file, whose size is sampled.
     #[arg(long)]
     pub db: Option<PathBuf>,
@@ -170,6 +208,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
+    let peer = matches!(args.target, Target::Nats | Target::Socketio);
+    if peer && !matches!(args.scenario, Scenario::S1 | Scenario::S3) {
+        anyhow::bail!("--target {:?} runs s1 and s3 only", args.target);
+    }
+    if args.target == Target::NatsJs && args.scenario != Scenario::S4 {
+        anyhow::bail!("--target nats-js runs s4 only");
+    }
     let ctx = std::sync::Arc::new(net::Ctx::new(args)?);
     Ok(match args.scenario {
         Scenario::S1 => vec![fanout::run(&ctx, args.subscribers.unwrap_or(1000)).await?],
@@ -177,6 +222,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
         Scenario::S3 => vec![idle::run(&ctx, args.subscribers.unwrap_or(10_000)).await?],
         Scenario::S4 => vec![ingest::run(&ctx, args.clients.unwrap_or(64)).await?],
         Scenario::S6 => vec![retention::run(&ctx, args.clients.unwrap_or(8)).await?],
+        Scenario::S7 => vec![catchup::run(&ctx, args.subscribers.unwrap_or(100)).await?],
         Scenario::S5 => {
             let mut reports = Vec::new();
             for &n in &args.s1_points {

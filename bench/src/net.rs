@@ -30,6 +30,8 @@ pub struct Ctx {
     pub args: Args,
     pub token: String,
     pub base: String,
+    /// `--url` as a socket address (the NATS target's publishers connect here over TCP).
+    pub addr: SocketAddr,
     /// Where WebSocket subscribers connect (`--subscribe-url`, else `--url`).
     pub ws_addr: SocketAddr,
     pub ws_url: String,
@@ -39,8 +41,9 @@ pub struct Ctx {
 fn loopback(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let hostport = url
         .trim_end_matches('/')
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("a URL must be http://HOST:PORT (loopback only), got {url}"))?
+        .split_once("://")
+        .map(|(_, hostport)| hostport)
+        .ok_or_else(|| anyhow!("a URL must be SCHEME://HOST:PORT (loopback only), got {url}"))?
         .to_string();
     let addr: SocketAddr = hostport
         .replacen("localhost:", "127.0.0.1:", 1)
@@ -58,10 +61,14 @@ impl Ctx {
             .mint("herald-bench", &[Role::Admin], None, Duration::from_secs(24 * 3600))
             .context("minting a token")?;
         let base = args.url.trim_end_matches('/').to_string();
-        loopback(&base)?;
+        let (addr, _) = loopback(&base)?;
         let (ws_addr, ws_hostport) = loopback(args.subscribe_url.as_deref().unwrap_or(&base))?;
-        let ws_url = format!("ws://{ws_hostport}/ws?token={token}");
-        Ok(Self { args: args.clone(), token, base, ws_addr, ws_url })
+        let ws_url = match args.target {
+            Target::Nats => format!("ws://{ws_hostport}/"),
+            Target::Socketio => format!("ws://{ws_hostport}/socket.io/?EIO=4&transport=websocket"),
+            _ => format!("ws://{ws_hostport}/ws?token={token}"),
+        };
+        Ok(Self { args: args.clone(), token, base, addr, ws_addr, ws_url })
     }
 
     pub fn target(&self) -> Target {
@@ -84,8 +91,13 @@ impl Ctx {
 
     /// A seed-protocol HTTP client with one keep-alive connection.
     pub fn rest(&self) -> anyhow::Result<Rest> {
+        self.rest_pool(1)
+    }
+
+    /// A seed-protocol HTTP client keeping up to `conns` keep-alive connections.
+    pub fn rest_pool(&self, conns: usize) -> anyhow::Result<Rest> {
         let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
+            .pool_max_idle_per_host(conns)
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(30))
             .build()?;
@@ -100,9 +112,21 @@ impl Ctx {
 
     /// Opens `/ws`, reads the welcome frame, subscribes to `channel` and waits for
     /// `subscribed` (a task channel's snapshot follows it and is left to the reader).
+    /// The peers subscribe to `task_updates` in their own protocols (`peers.rs`).
     pub async fn ws_subscribe(&self, channel: &str, source: Option<Ipv4Addr>) -> anyhow::Result<Ws> {
         let fut = async {
             let mut ws = self.ws_connect(source).await?;
+            match self.target() {
+                Target::Nats => {
+                    crate::peers::nats_subscribe(&mut ws).await?;
+                    return anyhow::Ok(ws);
+                }
+                Target::Socketio => {
+                    crate::peers::socketio_subscribe(&mut ws, &self.token).await?;
+                    return anyhow::Ok(ws);
+                }
+                _ => {}
+            }
             expect_frame(&mut ws, "connection").await?;
             let sub = serde_json::json!({ "type": "subscribe", "channel": channel });
             ws.send(Message::Text(sub.to_string().into())).await?;
@@ -110,6 +134,13 @@ impl Ctx {
             anyhow::Ok(ws)
         };
         tokio::time::timeout(Duration::from_secs(30), fut).await.context("WebSocket set-up timed out")?
+    }
+
+    /// Opens `/ws` and reads the welcome frame.
+    pub async fn ws_open(&self, source: Option<Ipv4Addr>) -> anyhow::Result<Ws> {
+        let mut ws = self.ws_connect(source).await?;
+        expect_frame(&mut ws, "connection").await?;
+        Ok(ws)
     }
 
     async fn ws_connect(&self, source: Option<Ipv4Addr>) -> anyhow::Result<Ws> {

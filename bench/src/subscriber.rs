@@ -12,20 +12,24 @@
 //!   subscriber learns task ids from the `task_created` frames and looks the send
 //!   time of a `task_progress` frame up by (task, progress). The delivery window
 //!   keeps the publisher far less than a ring's length ahead of any subscriber.
+//! - `nats` and `socketio` targets: the publisher puts the send time in a
+//!   `task_created` frame's title (`peers.rs`), read back on receipt.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::Target;
 use crate::metrics::{Errors, Latency, LocalLatency, add, now_ns};
 use crate::net::{Ctx, Ws};
+use crate::peers::Wire;
 
 /// Title prefix of the tasks the load generator creates; the seed target's
 /// subscribers read the task number from it.
@@ -100,6 +104,8 @@ impl SeedClock {
 pub enum Stamp {
     Herald,
     Seed(Arc<SeedClock>),
+    /// The peers: the send time in a `task_created` frame's title (`peers.rs`).
+    Title,
 }
 
 impl Stamp {
@@ -114,6 +120,33 @@ impl Stamp {
                 rest[..rest.find('"')?].parse().ok()
             }
             Self::Seed(clock) => clock.sent_at(text, seen),
+            Self::Title => crate::peers::titled_send_time(text),
+        }
+    }
+}
+
+/// Which [`Wire`] each subscriber of a fleet reads its frames with.
+#[derive(Clone, Copy)]
+enum WireKind {
+    Json,
+    SocketIo,
+    Nats,
+}
+
+impl WireKind {
+    fn of(target: Target) -> Self {
+        match target {
+            Target::Nats => Self::Nats,
+            Target::Socketio => Self::SocketIo,
+            _ => Self::Json,
+        }
+    }
+
+    fn make(self) -> Wire {
+        match self {
+            Self::Json => Wire::Json,
+            Self::SocketIo => Wire::SocketIo,
+            Self::Nats => Wire::Nats(Vec::new()),
         }
     }
 }
@@ -133,6 +166,7 @@ pub struct Fleet {
     /// Receipts are recorded only while this is set.
     pub recording: AtomicBool,
     stamp: Stamp,
+    wire: WireKind,
     wanted: AtomicU64,
     notify: Notify,
     stopping: AtomicBool,
@@ -156,6 +190,7 @@ impl Fleet {
             errors,
             recording: AtomicBool::new(false),
             stamp,
+            wire: WireKind::of(ctx.target()),
             wanted: AtomicU64::new(u64::MAX),
             notify: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -199,21 +234,27 @@ impl Fleet {
         let slot = &self.slots[i];
         let mut local = LocalLatency::new(self.latency.clone(), i);
         let mut seen = HashMap::new();
+        let mut wire = self.wire.make();
         loop {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
                 msg = ws.next() => match msg {
-                    Some(Ok(Message::Text(t))) => {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                         let now = now_ns();
-                        if let Some(sent) = self.stamp.sent_at(&t, &mut seen) {
-                            let n = slot.received.fetch_add(1, Ordering::Relaxed) + 1;
-                            if self.recording.load(Ordering::Relaxed) {
-                                local.record(now.saturating_sub(sent));
+                        let reply = wire.frame(msg, |t| {
+                            if let Some(sent) = self.stamp.sent_at(t, &mut seen) {
+                                let n = slot.received.fetch_add(1, Ordering::Relaxed) + 1;
+                                if self.recording.load(Ordering::Relaxed) {
+                                    local.record(now.saturating_sub(sent));
+                                }
+                                if n == self.wanted.load(Ordering::Relaxed) {
+                                    self.notify.notify_one();
+                                }
                             }
-                            if n == self.wanted.load(Ordering::Relaxed) {
-                                self.notify.notify_one();
-                            }
+                        });
+                        if let Some(reply) = reply {
+                            let _ = ws.send(reply).await;
                         }
                     }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
