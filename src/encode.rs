@@ -9,7 +9,7 @@
 //!   An execution's or approval's `data` is one flat object: its ids (and an
 //!   execution's `status`) beside the fields of its kind, which
 //!   [`execution_data`] / [`approval_data`] give alone (gRPC's `data` text).
-//! - [`EventJson`] / [`event_value`] / [`event_json`]: the envelope
+//! - [`EventJson`] / [`event_json`]: the envelope
 //!   `{"type", "seq", "channel", "timestamp", "actor", "data"}` (its schema in
 //!   `/openapi.json` is derived from [`EventJson`]); the bytes are
 //!   what the hub caches per delivery ([`crate::hub::Delivery::json`]), so N
@@ -67,11 +67,6 @@ pub fn event_envelope(e: &Event, channel: &str) -> EventJson {
         actor: e.actor.clone(),
         data: data(&e.payload),
     }
-}
-
-/// [`event_envelope`] as a JSON value.
-pub fn event_value(e: &Event, channel: &str) -> Value {
-    serde_json::to_value(event_envelope(e, channel)).expect("events always serialize")
 }
 
 /// [`event_envelope`] serialized: valid UTF-8 JSON text.

@@ -20,21 +20,24 @@
 //! - [`telemetry`]: Prometheus metrics and the per-request tracing span.
 //! - [`cli`]: the command-line gRPC client behind `herald task …`.
 
-pub mod agui;
-pub mod app;
+pub(crate) mod agui;
+pub(crate) mod app;
 pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod domain;
-pub mod encode;
-pub mod grpc;
-pub mod http;
-pub mod hub;
+pub(crate) mod encode;
+pub(crate) mod grpc;
+pub(crate) mod http;
+pub(crate) mod hub;
 pub mod proto;
-pub mod sse;
+pub(crate) mod sse;
 pub mod startup;
-pub mod storage;
-pub mod telemetry;
-pub mod ws;
+pub(crate) mod storage;
+pub(crate) mod telemetry;
+pub(crate) mod ws;
+
+// What `herald backup` (src/main.rs) needs of the store.
+pub use storage::backup;

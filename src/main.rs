@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Events { channels, after } => cli::events(channels, after, out).await,
         Cmd::Serve => serve(Config::from_lookup(&var)?).await,
         Cmd::Backup { file } => {
-            let size = herald::storage::backup(&Config::from_lookup(&var)?.database_url, &file).await?;
+            let size = herald::backup(&Config::from_lookup(&var)?.database_url, &file).await?;
             println!("backup {} ({size} bytes)", file.display());
             Ok(())
         }

@@ -71,10 +71,6 @@ impl Subscription {
         self.high_water.contains_key(&channel.to_string())
     }
 
-    pub fn channel_count(&self) -> usize {
-        self.high_water.len()
-    }
-
     /// Subscribes to `channels`; with `after`, replays every stored event of
     /// theirs with a greater seq first, in seq order.
     pub fn add(&mut self, channels: Vec<Channel>, after: Option<u64>) {

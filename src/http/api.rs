@@ -471,6 +471,7 @@ fn csv_response(name: &str, header: &[&str], rows: impl Iterator<Item = Vec<Stri
 #[derive(Serialize, ToSchema)]
 #[schema(as = ExportFormat)]
 #[serde(rename_all = "lowercase")]
+#[expect(dead_code, reason = "only described in /openapi.json; `format` parses the path")]
 pub enum ExportFormatDoc {
     Json,
     Csv,
