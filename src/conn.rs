@@ -8,12 +8,13 @@
 //! ending its streams. Written by hand because axum's `serve` exposes no hyper
 //! timer or settings, and no maintained crate does admission per IP for it.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ struct Admission {
 
 impl Admission {
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, &'static str> {
-        let mut map = self.per_ip.lock().expect("admission lock");
+        let mut map = self.per_ip.lock();
         let entry = map.entry(ip).or_default();
         let now = Instant::now();
         if entry.window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1)) {
@@ -73,7 +74,7 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut map = self.admission.per_ip.lock().expect("admission lock");
+        let mut map = self.admission.per_ip.lock();
         if let Some(e) = map.get_mut(&self.ip) {
             e.open = e.open.saturating_sub(1);
             if e.open == 0 && e.window.is_none_or(|w| w.elapsed() >= Duration::from_secs(1)) {

@@ -6,9 +6,10 @@
 
 pub mod outbox;
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -124,7 +125,7 @@ impl Hub {
     pub fn subscriber(self: &Arc<Self>, capacity: usize) -> Subscriber {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(capacity));
-        self.outboxes.write().expect("hub lock").insert(id, outbox.clone());
+        self.outboxes.write().insert(id, outbox.clone());
         Subscriber { hub: self.clone(), id, outbox, keys: Vec::new() }
     }
 
@@ -132,7 +133,7 @@ impl Hub {
     /// dispatcher). Unbounded: their work per event is a map lookup.
     pub fn tap(&self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<Event>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut taps = self.taps.write().expect("hub lock");
+        let mut taps = self.taps.write();
         taps.retain(|t| !t.is_closed());
         taps.push(tx);
         rx
@@ -143,10 +144,10 @@ impl Hub {
         self.published.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("herald_events_published_total", "type" => event.payload.type_name().to_string())
             .increment(1);
-        for tap in self.taps.read().expect("hub lock").iter() {
+        for tap in self.taps.read().iter() {
             let _ = tap.send(event.clone());
         }
-        let subs = self.subscribers.read().expect("hub lock");
+        let subs = self.subscribers.read();
         for channel in event.channels() {
             let name = channel.to_string();
             let Some(list) = subs.get(&(event.tenant.clone(), name.clone())) else {
@@ -175,7 +176,7 @@ impl Hub {
 
     /// Closes every outbox: their streams and sockets end.
     pub fn close_all(&self, reason: CloseReason) {
-        let outboxes = self.outboxes.read().expect("hub lock");
+        let outboxes = self.outboxes.read();
         if reason == CloseReason::Shutdown {
             self.shut_down.store(true, Ordering::Relaxed);
         }
@@ -186,12 +187,12 @@ impl Hub {
 
     /// Open subscribers (each a gRPC stream or a socket).
     pub fn subscriber_count(&self) -> usize {
-        self.outboxes.read().expect("hub lock").len()
+        self.outboxes.read().len()
     }
 
     /// Subscriptions per channel of one tenant, by channel name.
     pub fn channel_counts(&self, tenant: &str) -> HashMap<String, usize> {
-        let subs = self.subscribers.read().expect("hub lock");
+        let subs = self.subscribers.read();
         let mut per_channel: HashMap<String, usize> = HashMap::new();
         for ((t, channel), list) in subs.iter() {
             if t == tenant {
@@ -202,14 +203,14 @@ impl Hub {
     }
 
     pub fn stats(&self) -> HubStats {
-        let subs = self.subscribers.read().expect("hub lock");
+        let subs = self.subscribers.read();
         let mut per_channel: HashMap<String, usize> = HashMap::new();
         for ((tenant, channel), list) in subs.iter() {
             let name = if tenant.is_empty() { channel.clone() } else { format!("{tenant}/{channel}") };
             *per_channel.entry(name).or_default() += list.len();
         }
         HubStats {
-            subscribers: self.outboxes.read().expect("hub lock").len(),
+            subscribers: self.outboxes.read().len(),
             subscriptions_per_channel: per_channel,
             events_published: self.published.load(Ordering::Relaxed),
             deliveries: self.delivered.load(Ordering::Relaxed),
@@ -233,7 +234,7 @@ impl Subscriber {
         if self.keys.contains(&key) {
             return;
         }
-        let mut subs = self.hub.subscribers.write().expect("hub lock");
+        let mut subs = self.hub.subscribers.write();
         subs.entry(key.clone()).or_default().push((self.id, self.outbox.clone()));
         self.keys.push(key);
     }
@@ -246,7 +247,7 @@ impl Subscriber {
 }
 
 fn remove_key(hub: &Hub, key: &Key, id: u64) {
-    let mut subs = hub.subscribers.write().expect("hub lock");
+    let mut subs = hub.subscribers.write();
     if let Some(list) = subs.get_mut(key) {
         list.retain(|(i, _)| *i != id);
         if list.is_empty() {
@@ -260,6 +261,6 @@ impl Drop for Subscriber {
         for key in &self.keys {
             remove_key(&self.hub, key, self.id);
         }
-        self.hub.outboxes.write().expect("hub lock").remove(&self.id);
+        self.hub.outboxes.write().remove(&self.id);
     }
 }

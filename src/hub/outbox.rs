@@ -12,8 +12,8 @@
 //!    code 4008, gRPC `RESOURCE_EXHAUSTED`) and the client resumes from the last
 //!    seq it saw, losing nothing.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
@@ -60,7 +60,7 @@ impl Outbox {
     /// Queues a delivery. Returns how many queued progress reports it collapsed,
     /// or `Err` when this push overflowed the outbox and closed it.
     pub fn push(&self, mut d: Arc<Delivery>) -> Result<u64, CloseReason> {
-        let mut st = self.state.lock().expect("outbox lock");
+        let mut st = self.state.lock();
         if let Some(r) = st.closed {
             return Err(r);
         }
@@ -83,7 +83,7 @@ impl Outbox {
     }
 
     pub fn close(&self, reason: CloseReason) {
-        let mut st = self.state.lock().expect("outbox lock");
+        let mut st = self.state.lock();
         st.closed.get_or_insert(reason);
         drop(st);
         self.notify.notify_one();
@@ -95,7 +95,7 @@ impl Outbox {
         loop {
             let notified = self.notify.notified();
             {
-                let mut st = self.state.lock().expect("outbox lock");
+                let mut st = self.state.lock();
                 if !st.queue.is_empty() {
                     return Next::Batch(st.queue.drain(..).collect());
                 }
@@ -109,7 +109,7 @@ impl Outbox {
 
     /// Takes what is queued without waiting.
     pub fn drain(&self) -> Vec<Arc<Delivery>> {
-        self.state.lock().expect("outbox lock").queue.drain(..).collect()
+        self.state.lock().queue.drain(..).collect()
     }
 
     pub fn collapsed(&self) -> u64 {
