@@ -133,9 +133,9 @@ pub struct WsConfig {
     pub max_connections: usize,
     /// `HERALD_WS_MAX_SUBSCRIPTIONS` (100) channels per connection.
     pub max_subscriptions: usize,
-    /// `HERALD_WS_HEARTBEAT` (15s): the seed 004 route's heartbeat frame.
+    /// `HERALD_WS_HEARTBEAT` (15s): the agent-progress socket's heartbeat frame.
     pub heartbeat_interval: Duration,
-    /// `HERALD_WS_IDLE_TIMEOUT` (60s): the seed 004 route closes after this long without an event.
+    /// `HERALD_WS_IDLE_TIMEOUT` (60s): the agent-progress socket closes after this long without an event.
     pub idle_timeout: Duration,
 }
 
@@ -357,8 +357,12 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     ("HERALD_WS_RATE_WINDOW", Some("60s"), "the rate limit's window"),
     ("HERALD_WS_MAX_CONNECTIONS", Some("10000"), "WebSocket connections per node"),
     ("HERALD_WS_MAX_SUBSCRIPTIONS", Some("100"), "channels per connection"),
-    ("HERALD_WS_HEARTBEAT", Some("15s"), "the seed 004 route's heartbeat"),
-    ("HERALD_WS_IDLE_TIMEOUT", Some("60s"), "the seed 004 route closes after this long without an event"),
+    ("HERALD_WS_HEARTBEAT", Some("15s"), "the agent-progress socket's heartbeat"),
+    (
+        "HERALD_WS_IDLE_TIMEOUT",
+        Some("60s"),
+        "the agent-progress socket closes after this long without an event",
+    ),
     ("HERALD_LOG", Some("info"), "tracing filter, e.g. herald=debug"),
     ("HERALD_LOG_FORMAT", Some("text"), "text, or json for one JSON object per line"),
     (

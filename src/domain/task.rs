@@ -4,7 +4,7 @@
 //! Progress is a high-water mark: a report lower than the stored value keeps the
 //! stored value (its step, tool and message are still recorded), so a progress
 //! bar never moves backwards when reports arrive out of order. A report of 100
-//! completes the task (seed 000); a report on a pending task starts it.
+//! completes the task (as the task-progress protocol's clients expect); a report on a pending task starts it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -477,7 +477,7 @@ pub enum ExportFormatDoc {
     Csv,
 }
 
-/// All tasks of the caller's tenant (seed 003's export), as JSON or CSV.
+/// All tasks of the caller's tenant (the dashboard's export), as JSON or CSV.
 #[utoipa::path(
     get,
     path = "/api/v1/tasks/export/{format}",

@@ -1,12 +1,13 @@
-//! The seed reports' per-task sockets, kept working on Herald's event stream:
-//! - `/ws/tasks/{id}` (seeds 001/003): first `connection_established` with
+//! The per-task sockets that hand-built progress servers offered, kept working
+//! on Herald's event stream, so their clients connect unchanged:
+//! - `/ws/tasks/{id}`, the task-status socket: first `connection_established` with
 //!   `event_type`, `task_id`, `client_id`; then `{event_type, task_id, seq,
 //!   timestamp, data}` frames. `task_progress` becomes `progress_update`.
-//! - `/ws/agent-progress/{id}` (seed 004): flat `{step, tool, message,
+//! - `/ws/agent-progress/{id}`, the agent-progress socket: flat `{step, tool, message,
 //!   percent, timestamp, error}` frames, `{"heartbeat": true}` every 15 s,
 //!   closed after `completed`/`failed`, and after 60 s without an event.
 //!
-//! Both start with the task's current state (seed 004's clients used to miss
+//! Both start with the task's current state (agent-progress clients used to miss
 //! what happened before they connected) and accept `?after_seq=` to resume.
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
-//! The WebSocket bridge: `GET /ws` speaks the JSON protocol of seed 000 over
+//! The WebSocket bridge: `GET /ws` speaks the JSON task-progress protocol over
 //! the same subscriptions as gRPC; `/ws/tasks/{id}` and
-//! `/ws/agent-progress/{id}` keep the seed 001/003 and seed 004 clients
-//! working. The handshake is authenticated before any socket is opened.
+//! `/ws/agent-progress/{id}` keep the task-status and agent-progress
+//! socket clients working (`compat`). The handshake is authenticated before any socket is opened.
 
 mod compat;
 pub mod protocol;
@@ -242,7 +242,7 @@ fn handshake_token(q: &Handshake, headers: &HeaderMap) -> Option<String> {
     parts.get(i + 1).map(|t| t.to_string())
 }
 
-/// The caller, or why the upgrade is refused (with 403, as seed 000 expects).
+/// The caller, or why the upgrade is refused (with 403, which the protocol's clients expect).
 /// With `HERALD_CORS_ORIGINS` set, a browser page (it always sends `Origin`)
 /// must be Herald's own or a listed origin, so another site cannot open a
 /// socket with a token it got hold of. Clients that are not browsers send no
@@ -335,7 +335,8 @@ async fn bridge(
     upgrade(ws, &state).on_upgrade(move |socket| session::run(socket, state, actor, slot, remote))
 }
 
-/// The seed-compatible per-task sockets; the route says which style.
+/// The per-task compatibility sockets (task-status, agent-progress); the
+/// route says which style.
 async fn compat_socket(
     ws: WebSocketUpgrade,
     State(state): State<Arc<WsState>>,

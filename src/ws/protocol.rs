@@ -11,13 +11,13 @@ use crate::hub::Delivery;
 
 /// Close codes the bridge uses (also in README.md).
 pub mod close {
-    /// Normal closure: the seed 004 route after `completed` / `failed`.
+    /// Normal closure: the agent-progress socket after `completed` / `failed`.
     pub const NORMAL: u16 = 1000;
     /// Herald is restarting: reconnect and resume from the last seq.
     pub const SERVICE_RESTART: u16 = 1012;
     /// Herald failed internally (logged once); reconnect and resume.
     pub const INTERNAL_ERROR: u16 = 1011;
-    /// The seed 004 route saw no event for its idle timeout.
+    /// The agent-progress socket saw no event for its idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4000;
     /// The token expired and was not refreshed.
     pub const TOKEN_EXPIRED: u16 = 4001;
@@ -47,7 +47,7 @@ pub enum ClientFrame {
     RefreshToken {
         token: Option<String>,
     },
-    /// Seed 002: run an agent; the connection is subscribed to the execution.
+    /// Run an agent (the approval loop's start); the connection is subscribed to the execution.
     Execute {
         agent_id: Option<String>,
         #[serde(default)]

@@ -1,4 +1,4 @@
-//! The WebSocket bridge beyond seed 000: parity with gRPC, resume, snapshots,
+//! The WebSocket bridge beyond the task-progress protocol: parity with gRPC, resume, snapshots,
 //! tenants, token refresh and expiry, limits, slow consumers and shutdown.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The seed 001/003 per-task socket and the seed 004 agent-progress socket.
+//! The compatibility sockets: task-status (`/ws/tasks/{id}`) and agent-progress (`/ws/agent-progress/{id}`).
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use crate::helpers::{Backend, TestApp, Ws, ws_refused};
 use crate::tasks::{create, progress};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_003_task_socket() {
+async fn task_status_socket() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let token = app.admin();
     let mut tasks = app.tasks(&token);
@@ -38,7 +38,7 @@ async fn seed_003_task_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_004_agent_progress_socket() {
+async fn agent_progress_socket() {
     let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.ws.heartbeat_interval = Duration::from_millis(200);
         c.ws.idle_timeout = Duration::from_millis(700);

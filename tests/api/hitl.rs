@@ -1,5 +1,5 @@
 //! Human-in-the-loop: a real gRPC executor, real WebSocket approvers, every
-//! frame of seed 002's loop checked, and what must survive.
+//! frame of the approval loop checked, and what must survive.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::helpers::{Api, Backend, TestApp, Ws, next};
 use crate::on_both_backends;
 
 on_both_backends!(
-    the_seed_002_loop_with_an_edit,
+    the_approval_loop_with_an_edit,
     restart_with_a_pending_approval,
     approvals_are_listed_by_status_and_execution
 );
@@ -141,7 +141,7 @@ async fn execute_from_browser(ws: &mut Ws, exec: &mut Executor) -> String {
     id
 }
 
-async fn the_seed_002_loop_with_an_edit(backend: Backend) {
+async fn the_approval_loop_with_an_edit(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (agent, approver) = tokens(&app);
     let mut exec = Executor::attach(&app, &agent).await;

@@ -1,5 +1,6 @@
-//! Seed 000's five tests, rewritten in Rust against the spawned server with a
-//! real WebSocket client and the JSON HTTP API.
+//! The FastAPI progress server's five tests (tests/seed000 runs the Python
+//! originals), rewritten in Rust against the spawned server with a real
+//! WebSocket client and the JSON HTTP API.
 
 use serde_json::json;
 
