@@ -197,7 +197,7 @@ fn open(
     cursor: Option<Cursor>,
     pruned: bool,
 ) -> AppResult<Response> {
-    let mut sub = state.app.subscription(&actor)?;
+    let mut sub = crate::ws::open_subscription(&state.app, &actor)?;
     // From the start: the translation of an event depends on the ones before.
     sub.add(vec![Channel::Execution(execution_id)], Some(0));
     let (tx, rx) = mpsc::channel::<Item>(64);

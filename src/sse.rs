@@ -207,7 +207,7 @@ async fn open(state: Arc<WsState>, q: Option<String>, headers: &HeaderMap) -> Ap
         None => None,
     };
     let slot = take_slot(&state, "/api/v1/stream")?;
-    let mut sub = state.app.subscription(&actor)?;
+    let mut sub = crate::ws::open_subscription(&state.app, &actor)?;
     let start = match cursor {
         Some(c) => {
             sub.add(channels, Some(c.replay_after()));

@@ -216,6 +216,17 @@ pub fn take_slot(state: &Arc<WsState>, route: &'static str) -> Result<Slot, AppE
     Ok(slot)
 }
 
+/// A subscription for a stream served over HTTP (the WebSocket routes, SSE,
+/// AG-UI). Over the node's stream limit that is 503, as `/ws` answers at its
+/// handshake: the node is full and another node may not be, which is not the
+/// caller's own limit (429). gRPC keeps `RESOURCE_EXHAUSTED`.
+pub fn open_subscription(app: &App, actor: &Actor) -> Result<crate::app::Subscription, AppError> {
+    app.subscription(actor).map_err(|e| match e {
+        AppError::ResourceExhausted(m) => AppError::Unavailable(m),
+        e => e,
+    })
+}
+
 #[derive(Deserialize)]
 pub struct Handshake {
     token: Option<String>,
@@ -368,7 +379,7 @@ async fn compat_upgrade(
         return e.into_response();
     }
     // An unknown task is refused before the upgrade, like a bad token.
-    let opened = match state.app.subscription(&actor) {
+    let opened = match open_subscription(&state.app, &actor) {
         Ok(mut sub) => sub.add_task_snapshot(&task_id).await.map(|task| (sub, task)),
         Err(e) => Err(e),
     };

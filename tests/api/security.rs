@@ -655,6 +655,26 @@ async fn streams_count_toward_the_node_limit() {
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     // A socket over the limit is refused at the handshake (503), not upgraded and dropped.
     assert_eq!(ws_refused(&app.ws_url(&format!("/ws?token={admin}"))).await, 503);
+    // So are the compatibility sockets and SSE: the node is full (503, try
+    // another node), which is not a limit of the caller's own (429).
+    let task = app.tasks(&admin).create_task(create("full")).await.unwrap().into_inner();
+    for route in ["/ws/tasks", "/ws/agent-progress"] {
+        let url = app.ws_url(&format!("{route}/{}?token={admin}", task.id));
+        assert_eq!(ws_refused(&url).await, 503, "{route}");
+    }
+    let resp = reqwest::Client::new()
+        .get(app.http("/api/v1/stream?channel=task_updates"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("limit of 2 open streams")),
+        "{body}"
+    );
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     app.agents(&admin).register_agent(reg).await.unwrap();
     #[allow(clippy::needless_update)]
