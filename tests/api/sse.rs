@@ -157,6 +157,15 @@ async fn a_stream_is_refused_like_the_bridge() {
         ("no channel", String::new(), Some(&admin), None, 400),
         ("an unknown channel", "channel=nope".into(), Some(&admin), None, 400),
         ("a bad after_seq", "channel=task_updates&after_seq=x".into(), Some(&admin), None, 400),
+        // Seqs are stored as i64: a cursor past that is refused, not wrapped
+        // (schemathesis found it accepted).
+        (
+            "an after_seq beyond i64",
+            format!("channel=task_updates&after_seq={}", u64::MAX),
+            Some(&admin),
+            None,
+            400,
+        ),
         ("a bad Last-Event-ID", "channel=task_updates".into(), Some(&admin), Some("x;"), 400),
         ("another tenant's task", theirs, Some(&other_tenant), None, 404),
         (
