@@ -98,8 +98,20 @@ pub fn agent_to_row(a: &Agent) -> agent::Model {
 pub fn event_from_row(m: event::Model) -> Result<Event, AppError> {
     let data: serde_json::Value =
         serde_json::from_str(&m.data).map_err(|_| corrupt("event data", &m.data))?;
-    let payload = crate::encode::payload(&m.event_type, data).map_err(|_| corrupt("event", &m.event_type))?;
-    Ok(Event { seq: m.seq as u64, tenant: m.tenant, timestamp: time(m.created_at)?, actor: m.actor, payload })
+    event_from_parts(m.seq, &m.tenant, m.actor, m.created_at, &m.event_type, data)
+}
+
+/// An event from its stored columns, `data` already parsed.
+pub fn event_from_parts(
+    seq: i64,
+    tenant: &str,
+    actor: String,
+    created_at: i64,
+    event_type: &str,
+    data: serde_json::Value,
+) -> Result<Event, AppError> {
+    let payload = crate::encode::payload(event_type, data).map_err(|_| corrupt("event", event_type))?;
+    Ok(Event { seq: seq as u64, tenant: tenant.into(), timestamp: time(created_at)?, actor, payload })
 }
 
 pub fn event_to_row(e: &Event) -> event::Model {
