@@ -30,6 +30,7 @@ wait_http() { for _ in $(seq 200); do curl -fs "$1" >/dev/null && return 0; slee
 start_herald() {
   local dir="$WORK/herald-$1"; mkdir -p "$dir"
   HERALD_ADDR="127.0.0.1:$1" HERALD_DATA_DIR="$dir" HERALD_WS_MAX_CONNECTIONS=30000 HERALD_LOG=warn \
+    HERALD_MAX_CONNECTIONS_PER_IP=100000 HERALD_CONNECTION_RATE_PER_IP=100000 \
     "$BIN/herald" >"$dir/log" 2>&1 &
   HPID=$!; PIDS+=("$HPID")
   wait_http "http://127.0.0.1:$1/healthz"
