@@ -7,7 +7,8 @@
 #   benchmarks/round2.sh s1 s3                                           # some scenarios
 #
 # Scenarios: s1 (fan-out at 1,000 and 10,000 subscribers), s3 (10,000 idle
-# connections), s2 (end-to-end, Herald only), s7 (catch-up, Herald only).
+# connections), s2 (end-to-end, Herald only), s4 (durable ingest: Herald's
+# stream, unary and HTTP ways in, and NATS JetStream), s7 (catch-up, Herald only).
 # Peers: PEERS (default ../shared/peers beside the repository); the Socket.IO
 # peer is copied to a temporary folder and installed with `npm ci` there.
 set -euo pipefail
@@ -15,7 +16,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 PEERS="${PEERS:-$ROOT/../shared/peers}"
 OUT="${OUT:-$ROOT/benchmarks/round2}"
-SCENARIOS="${*:-s1 s3 s2 s7}"
+SCENARIOS="${*:-s1 s3 s2 s4 s7}"
 export HERALD_JWT_SECRET="${HERALD_JWT_SECRET:-bench-secret-that-is-at-least-32-bytes-long}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT"
@@ -83,11 +84,24 @@ for s in $SCENARIOS; do
       bench s2-herald s2 --url http://127.0.0.1:18080 --pid "$HPID"
       stop "$HPID"
       ;;
+    s4)
+      # Durable ingest, 64 clients: Herald's three ways in (a fresh SQLite
+      # store each), then JetStream (file store) publishing and awaiting the
+      # stored ack.
+      for mode in stream unary http; do
+        start_herald 18080
+        bench "s4-herald-$mode" s4 --url http://127.0.0.1:18080 --pid "$HPID" --mode "$mode"
+        stop "$HPID"
+      done
+      start_nats
+      bench s4-nats-js s4 --target nats-js --url nats://127.0.0.1:18422 --pid "$NPID"
+      stop "$NPID"
+      ;;
     s7)
       start_herald 18080
       bench s7-herald s7 --url http://127.0.0.1:18080 --pid "$HPID"
       stop "$HPID"
       ;;
-    *) echo "unknown scenario $s (s1 s2 s3 s7)" >&2; exit 2 ;;
+    *) echo "unknown scenario $s (s1 s2 s3 s4 s7)" >&2; exit 2 ;;
   esac
 done
