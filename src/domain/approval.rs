@@ -286,7 +286,10 @@ impl Approval {
                 if d.by_deadline { " (deadline)" } else { "" }
             )));
         }
-        if !self.allowed_decisions.contains(&kind) {
+        // `allowed_decisions` are what people may answer; the deadline's
+        // decision (approve or reject, fixed at the request) is Herald's and
+        // applies whatever they were offered.
+        if !by_deadline && !self.allowed_decisions.contains(&kind) {
             let allowed: Vec<_> = self.allowed_decisions.iter().map(|k| k.as_str()).collect();
             return Err(AppError::invalid(format!(
                 "'{}' is not allowed for approval {}; allowed: {}",

@@ -271,6 +271,43 @@ async fn two_approvers_at_once_one_wins_both_are_told() {
     assert_eq!(d.decision.unwrap().decided_by, winner);
 }
 
+/// The deadline's decision is Herald's, not the approver's: it applies even
+/// when the executor did not offer it to people (here approve or edit only,
+/// and the default deadline decision, reject). Such an approval used to stay
+/// pending forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_decides_even_what_people_may_not() {
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.app.sweep_interval = Duration::from_millis(100)).await;
+    let (agent, approver) = tokens(&app);
+    let mut exec = Executor::attach(&app, &agent).await;
+    let id = exec.run(&app, &agent).await;
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let req = pb::RequestApprovalRequest {
+        execution_id: id,
+        tool_call_id: "call-1".into(),
+        action: "send_email".into(),
+        arguments: json!({ "to": "team@example.com" }).to_string(),
+        allowed_decisions: vec![DecisionKind::Approve.into(), DecisionKind::Edit.into()],
+        deadline: Some(prost_types::Timestamp {
+            seconds: soon.timestamp(),
+            nanos: soon.timestamp_subsec_nanos() as i32,
+        }),
+        ..Default::default()
+    };
+    let approval = exec.client.request_approval(exec.in_session(req)).await.unwrap().into_inner();
+    let Cmd::Decision(d) = exec.command().await else { panic!("the deadline's decision") };
+    let decision = d.decision.unwrap();
+    assert_eq!((decision.kind(), decision.by_deadline), (DecisionKind::Reject, true));
+    let a = app
+        .approvals(&approver)
+        .get_approval(pb::GetApprovalRequest { id: approval.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status(), pb::ApprovalStatus::Decided);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_decides_while_nobody_is_connected() {
     let app =
