@@ -160,9 +160,20 @@ pub fn prompt(value: Value) -> Value {
     }
 }
 
-/// Parses JSON text, refusing what is not JSON or too large. With `wrap`, text
-/// that is not JSON is taken as a [`prompt`].
-pub fn parse_json(field: &str, text: &str, wrap: bool) -> Result<Value, AppError> {
+/// What [`parse_json`] makes of text that is not JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotJson {
+    /// Refused: the field must be JSON (arguments, schemas).
+    Refuse,
+    /// An execution's input: plain text is a [`prompt`].
+    Prompt,
+    /// A tool's result: plain text is kept as a JSON string.
+    Text,
+}
+
+/// Parses JSON text, refusing what is too large; text that is not JSON is
+/// refused or taken as `not_json` says.
+pub fn parse_json(field: &str, text: &str, not_json: NotJson) -> Result<Value, AppError> {
     if text.len() > MAX_JSON {
         return Err(AppError::invalid(format!("{field} is {} bytes; the limit is {MAX_JSON}", text.len())));
     }
@@ -171,8 +182,11 @@ pub fn parse_json(field: &str, text: &str, wrap: bool) -> Result<Value, AppError
     }
     match serde_json::from_str(text) {
         Ok(v) => Ok(v),
-        Err(_) if wrap => Ok(prompt(Value::String(text.into()))),
-        Err(e) => Err(AppError::invalid(format!("{field} must be JSON: {e}"))),
+        Err(e) => match not_json {
+            NotJson::Refuse => Err(AppError::invalid(format!("{field} must be JSON: {e}"))),
+            NotJson::Prompt => Ok(prompt(Value::String(text.into()))),
+            NotJson::Text => Ok(Value::String(text.into())),
+        },
     }
 }
 

@@ -7,7 +7,7 @@ use prost_types::Timestamp;
 use crate::app::dispatch::ExecutorCommand;
 use crate::domain::ProgressEntry;
 use crate::domain::event::{AgentUpdate, TaskCreated, TaskFinished, TaskProgress};
-use crate::domain::execution::parse_json;
+use crate::domain::execution::{NotJson, parse_json};
 use crate::domain::{
     Agent, AgentRegistration, AgentStatus, AppError, Approval, ApprovalRequest, Decision, DecisionKind,
     Event, EventPayload, Execution, ExecutionStatus, NewTask, ProgressReport, Report, Task, TaskStatus,
@@ -389,11 +389,11 @@ impl TryFrom<pb::report_event_request::Event> for Report {
             E::ToolCall(t) => Report::ToolCall {
                 tool_call_id: required_id("tool_call.tool_call_id", &t.tool_call_id)?,
                 tool: required_text("tool_call.tool", &t.tool)?,
-                arguments: parse_json("tool_call.arguments", &t.arguments, false)?,
+                arguments: parse_json("tool_call.arguments", &t.arguments, NotJson::Refuse)?,
             },
             E::ToolResult(t) => Report::ToolResult {
                 tool_call_id: required_id("tool_result.tool_call_id", &t.tool_call_id)?,
-                result: parse_json("tool_result.result", &t.result, true)?,
+                result: parse_json("tool_result.result", &t.result, NotJson::Text)?,
                 is_error: t.is_error,
             },
             E::MessageDelta(m) => Report::MessageDelta { text: m.text },
@@ -409,11 +409,11 @@ impl TryFrom<pb::report_event_request::Event> for Report {
 impl TryFrom<pb::RequestApprovalRequest> for ApprovalRequest {
     type Error = AppError;
     fn try_from(r: pb::RequestApprovalRequest) -> Result<Self, AppError> {
-        let schema = parse_json("arguments_schema", &r.arguments_schema, false)?;
+        let schema = parse_json("arguments_schema", &r.arguments_schema, NotJson::Refuse)?;
         Ok(Self {
             tool_call_id: required_id("tool_call_id", &r.tool_call_id)?,
             action: required_text("action", &r.action)?,
-            arguments: parse_json("arguments", &r.arguments, false)?,
+            arguments: parse_json("arguments", &r.arguments, NotJson::Refuse)?,
             allowed_decisions: r
                 .allowed_decisions
                 .into_iter()

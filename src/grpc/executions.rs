@@ -9,7 +9,7 @@ use super::convert::{decision_kind_from, required_id};
 use super::idempotency_key;
 use crate::app::App;
 use crate::auth::grpc::actor;
-use crate::domain::execution::parse_json;
+use crate::domain::execution::{NotJson, parse_json};
 use crate::domain::{AppError, ExecutionStatus, Report};
 use crate::proto::{
     self as pb, approval_service_server::ApprovalService, execution_service_server::ExecutionService,
@@ -25,7 +25,7 @@ impl ExecutionService for Executions {
     async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Reply<pb::Execution> {
         let (actor, key) = (actor(&req)?, idempotency_key(&req)?);
         let r = req.into_inner();
-        let input = parse_json("input", &r.input, true)?;
+        let input = parse_json("input", &r.input, NotJson::Prompt)?;
         let task_id = Some(r.task_id).filter(|t| !t.is_empty());
         let e = self.0.execute(&actor, &required_id("agent_id", &r.agent_id)?, input, task_id, key).await?;
         Ok(Response::new(e.into()))
@@ -150,7 +150,8 @@ impl ApprovalService for Approvals {
         let actor = actor(&req)?;
         let r = req.into_inner();
         let kind = decision_kind_from(r.kind)?;
-        let arguments = Some(parse_json("arguments", &r.arguments, false)?).filter(|v| !v.is_null());
+        let arguments =
+            Some(parse_json("arguments", &r.arguments, NotJson::Refuse)?).filter(|v| !v.is_null());
         let a = self
             .0
             .decide(&actor, &required_id("approval_id", &r.approval_id)?, kind, arguments, r.message)

@@ -188,12 +188,17 @@ async fn the_approval_loop_with_an_edit(backend: Backend) {
     let result =
         pb::ToolResult { tool_call_id: "call-1".into(), result: "{\"sent\":true}".into(), is_error: false };
     exec.report(&id, Ev::ToolResult(result)).await;
+    // A tool whose result is plain text: kept as a JSON string.
+    let text =
+        pb::ToolResult { tool_call_id: "call-2".into(), result: "Sunny, 22 °C".into(), is_error: false };
+    exec.report(&id, Ev::ToolResult(text)).await;
     exec.report(&id, Ev::MessageDelta(pb::MessageDelta { text: "Sent.".into() })).await;
     let done = exec.report(&id, Ev::Complete(pb::Complete { output: "done".into() })).await;
     assert_eq!(done.status(), pb::ExecutionStatus::Completed);
-    let frames = expect(&mut ws, &["tool_result", "message_delta", "complete"]).await;
+    let frames = expect(&mut ws, &["tool_result", "tool_result", "message_delta", "complete"]).await;
     assert_eq!(frames[0]["data"]["result"]["sent"], true);
-    assert_eq!(frames[2]["data"]["status"], "completed");
+    assert_eq!(frames[1]["data"]["result"], "Sunny, 22 °C");
+    assert_eq!(frames[3]["data"]["status"], "completed");
 
     // The audit trail, over HTTP.
     let (status, audit) = Api::new(&app, &approver).get(&format!("/approvals/{}", approval.id)).await;
