@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{App, Command, Outcome};
+use super::App;
+use super::commands::{ReattachExecution, StartExecution};
 use crate::domain::event::{ApprovalKind, ExecutionEvent, ExecutionKind};
 use crate::domain::{Actor, Approval, Decision, Event, EventPayload, Execution};
 
@@ -174,15 +175,10 @@ async fn on_execution(app: &App, event: &Event, e: &ExecutionEvent) {
             else {
                 return;
             };
-            let cmd = Command::StartExecution {
-                id: e.execution_id.clone(),
-                executor: session.clone(),
-                executor_subject,
-            };
+            let cmd =
+                StartExecution { id: e.execution_id.clone(), executor: session.clone(), executor_subject };
             // Another executor (or node) may have taken it first: that is fine.
-            if let Ok(Outcome::Execution(execution)) =
-                app.writer.submit(&Actor::system(&event.tenant), cmd).await
-            {
+            if let Ok(execution) = app.writer.submit(&Actor::system(&event.tenant), cmd).await {
                 app.dispatcher.send(&session, ExecutorCommand::Execute { execution, resumed: false });
             }
         }
@@ -194,13 +190,9 @@ async fn on_execution(app: &App, event: &Event, e: &ExecutionEvent) {
             else {
                 return;
             };
-            let cmd = Command::ReattachExecution {
-                id: e.execution_id.clone(),
-                executor: session.clone(),
-                executor_subject,
-            };
-            if let Ok(Outcome::Execution(execution)) =
-                app.writer.submit(&Actor::system(&event.tenant), cmd).await
+            let cmd =
+                ReattachExecution { id: e.execution_id.clone(), executor: session.clone(), executor_subject };
+            if let Ok(execution) = app.writer.submit(&Actor::system(&event.tenant), cmd).await
                 && let Err(err) = app.hand_over(&session, execution, true).await
             {
                 err.log_if_internal();

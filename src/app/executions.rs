@@ -2,8 +2,9 @@
 
 use tokio::sync::mpsc;
 
+use super::App;
+use super::commands::{AttachExecutor, CancelExecution, Decide, DetachExecutor, Execute, RequestApproval};
 use super::dispatch::ExecutorCommand;
-use super::{App, Command, Outcome, mismatch};
 use crate::domain::{
     Actor, AppError, AppResult, Approval, ApprovalListing, ApprovalRequest, DecisionKind, Execution,
     IdempotencyKey, Permission, Report,
@@ -21,25 +22,6 @@ pub struct ExecutorSession {
 }
 
 impl App {
-    async fn write_execution(
-        &self,
-        actor: &Actor,
-        cmd: Command,
-        key: Option<IdempotencyKey>,
-    ) -> AppResult<Execution> {
-        match self.writer.submit_keyed(actor, cmd, self.idempotency(key)).await? {
-            Outcome::Execution(e) => Ok(e),
-            _ => Err(mismatch("an execution")),
-        }
-    }
-
-    async fn write_approval(&self, actor: &Actor, cmd: Command) -> AppResult<Approval> {
-        match self.writer.submit(actor, cmd).await? {
-            Outcome::Approval(a) => Ok(a),
-            _ => Err(mismatch("an approval")),
-        }
-    }
-
     /// Starts an execution of an agent; it waits queued for an executor.
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, agent_id))]
     pub async fn execute(
@@ -53,8 +35,8 @@ impl App {
         actor.require(Permission::Execute)?;
         let input = crate::domain::execution::prompt(input);
         let id = uuid::Uuid::new_v4().to_string();
-        let cmd = Command::Execute { id, agent_id: agent_id.into(), input, task_id };
-        self.write_execution(actor, cmd, key).await
+        let cmd = Execute { id, agent_id: agent_id.into(), input, task_id };
+        self.writer.submit_keyed(actor, cmd, self.idempotency(key)).await
     }
 
     /// Starts an execution for an AG-UI run: the run (its `runId` and
@@ -78,9 +60,9 @@ impl App {
         let id = uuid::Uuid::new_v4().to_string();
         let run = AguiRun { run_id: run_id.into(), thread_id: thread_id.into(), execution_id: id.clone() };
         self.store.insert_agui_run(&actor.tenant, &run).await?;
-        let cmd = Command::Execute { id, agent_id: agent_id.into(), input, task_id: None };
+        let cmd = Execute { id, agent_id: agent_id.into(), input, task_id: None };
         // The run id is this create's idempotency key already.
-        match self.write_execution(actor, cmd, None).await {
+        match self.writer.submit(actor, cmd).await {
             Ok(e) => Ok(e),
             Err(e) => {
                 if let Err(forget) = self.store.delete_agui_run(&actor.tenant, run_id).await {
@@ -125,7 +107,8 @@ impl App {
         key: Option<IdempotencyKey>,
     ) -> AppResult<Execution> {
         actor.require(Permission::Execute)?;
-        self.write_execution(actor, Command::CancelExecution { id: id.into(), reason }, key).await
+        let cmd = CancelExecution { id: id.into(), reason };
+        self.writer.submit_keyed(actor, cmd, self.idempotency(key)).await
     }
 
     /// Attaches an executor of a registered agent. It first gets the
@@ -161,10 +144,9 @@ impl App {
         // this node's next boot, tell when this process has stopped.
         let id = format!("{}/{}", self.instance, uuid::Uuid::new_v4());
         let commands = self.dispatcher.register(&id, actor, agent_id);
-        let cmd = Command::AttachExecutor { agent_id: agent_id.into(), executor: id.clone(), running };
+        let cmd = AttachExecutor { agent_id: agent_id.into(), executor: id.clone(), running };
         let claimed = match self.writer.submit(actor, cmd).await {
-            Ok(Outcome::Claimed(c)) => c,
-            Ok(_) => return Err(mismatch("claimed executions")),
+            Ok(claimed) => claimed,
             Err(e) => {
                 self.dispatcher.unregister(&id);
                 return Err(e);
@@ -210,7 +192,7 @@ impl App {
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, executor = session))]
     pub async fn detach_executor(&self, actor: &Actor, session: &str) {
         self.dispatcher.unregister(session);
-        let cmd = Command::DetachExecutor { executor: session.into() };
+        let cmd = DetachExecutor { executor: session.into() };
         if let Err(e) = self.writer.submit(actor, cmd).await {
             e.log_if_internal();
         }
@@ -229,9 +211,12 @@ impl App {
         key: Option<IdempotencyKey>,
     ) -> AppResult<Execution> {
         actor.require(Permission::Write)?;
-        let cmd =
-            Command::Report { execution_id: execution_id.into(), session: session.map(Into::into), report };
-        self.write_execution(actor, cmd, key).await
+        let cmd = super::commands::Report {
+            execution_id: execution_id.into(),
+            session: session.map(Into::into),
+            report,
+        };
+        self.writer.submit_keyed(actor, cmd, self.idempotency(key)).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, execution_id))]
@@ -245,8 +230,8 @@ impl App {
         actor.require(Permission::Write)?;
         let id = uuid::Uuid::new_v4().to_string();
         let session = session.map(Into::into);
-        let cmd = Command::RequestApproval { id, execution_id: execution_id.into(), session, request };
-        self.write_approval(actor, cmd).await
+        let cmd = RequestApproval { id, execution_id: execution_id.into(), session, request };
+        self.writer.submit(actor, cmd).await
     }
 
     /// Decides an approval. The decider is the token's subject, never a
@@ -261,8 +246,8 @@ impl App {
         message: String,
     ) -> AppResult<Approval> {
         actor.require(Permission::Decide)?;
-        let cmd = Command::Decide { approval_id: approval_id.into(), kind, arguments, message };
-        self.write_approval(actor, cmd).await
+        let cmd = Decide { approval_id: approval_id.into(), kind, arguments, message };
+        self.writer.submit(actor, cmd).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, approval_id = id))]

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::App;
-use super::commands::{self, Command, Outcome};
-use crate::domain::{Actor, AppError, AppResult, IdempotencyKey};
+use super::commands::{Command, Ctx, Keyed, Recall};
+use crate::domain::{AppError, AppResult, IdempotencyKey};
 use crate::storage::{Answer, Remembered, UnitOfWork, millis};
 
 /// A key as the writer gets it: with the oldest time it still counts from.
@@ -32,20 +32,43 @@ impl Idempotency {
     }
 }
 
-/// Applies a command in the writer's unit of work; returns its outcome and
+/// A keyed command's key as its job in the writer holds it: the operation
+/// and the digest of the request, which a retry must repeat exactly (worked
+/// out when the command is queued, off the writer's path), and how its
+/// answer (`O`) is stored and read back. Only a [`Keyed`] command gets one,
+/// so only answers that can be remembered are.
+pub(super) struct Key<O> {
+    idempotency: Idempotency,
+    operation: &'static str,
+    fingerprint: String,
+    remember: fn(&O) -> Answer,
+    recall: fn(Answer) -> Option<O>,
+}
+
+impl<O: Recall> Key<O> {
+    /// The digest is of the request's `Debug` form (see [`Keyed`]).
+    pub(super) fn new<C: Keyed<Output = O>>(idempotency: Idempotency, command: &C) -> Self {
+        let fingerprint = hex::encode(Sha256::digest(format!("{:?}", command.request()).as_bytes()));
+        Self { idempotency, operation: C::OPERATION, fingerprint, remember: O::remember, recall: O::recall }
+    }
+}
+
+/// Applies a command in the writer's unit of work; returns its answer and
 /// the index of its last pending event (for its seq). With a key already
 /// used, the remembered answer comes back instead and nothing is applied; a
-/// key used earlier in the same batch answers that command's outcome and seq.
-pub(super) async fn apply(
+/// key used earlier in the same batch answers that command's answer and seq.
+pub(super) async fn apply<C: Command>(
     uow: &mut UnitOfWork,
-    actor: &Actor,
-    idempotency: Option<&Idempotency>,
-    cmd: Command,
-) -> AppResult<(Outcome, Option<usize>)> {
-    let Some(Idempotency { key, since }) = idempotency else { return counted(uow, actor, cmd).await };
-    let (operation, fingerprint) = fingerprint(&cmd);
-    let tenant = actor.tenant.as_str();
-    if let Some(seen) = uow.claim_key(tenant, key.as_str(), operation, &fingerprint, *since).await? {
+    cx: &Ctx<'_>,
+    command: &C,
+    key: Option<&Key<C::Output>>,
+) -> AppResult<(C::Output, Option<usize>)> {
+    let Some(Key { idempotency: Idempotency { key, since }, operation, fingerprint, remember, recall }) = key
+    else {
+        return counted(uow, cx, command).await;
+    };
+    let (tenant, operation) = (cx.actor.tenant.as_str(), *operation);
+    if let Some(seen) = uow.claim_key(tenant, key.as_str(), operation, fingerprint, *since).await? {
         if seen.operation != operation {
             return Err(AppError::AlreadyExists(format!(
                 "idempotency key '{key}' was already used for {}, not {operation}; \
@@ -53,74 +76,48 @@ pub(super) async fn apply(
                 seen.operation
             )));
         }
-        if seen.fingerprint != fingerprint {
+        if seen.fingerprint != *fingerprint {
             return Err(AppError::AlreadyExists(format!(
                 "idempotency key '{key}' was already used for another {operation} request \
                  (another target or body); a key names one request: use a new key for a new request"
             )));
         }
         metrics::counter!("herald_idempotent_replays_total").increment(1);
-        let outcome = match seen.answer {
-            Answer::Task(t) => Outcome::Task(t),
-            Answer::Execution(e) => Outcome::Execution(e),
-        };
-        return Ok((outcome, seen.last_event));
+        let answer = recall(seen.answer).ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!(
+                "the stored answer of idempotency key {key} is not a {operation}'s"
+            ))
+        })?;
+        return Ok((answer, seen.last_event));
     }
-    let applied = counted(uow, actor, cmd).await;
-    let answer = match &applied {
-        Ok((Outcome::Task(t), _)) => Some(Answer::Task(t.clone())),
-        Ok((Outcome::Execution(e), _)) => Some(Answer::Execution(e.clone())),
-        // Only creates and reports of tasks and executions take a key.
-        Ok(_) => None,
-        // The database failed: the writer undoes the whole command, key included.
-        Err(AppError::Internal(_)) => return applied,
-        Err(_) => None,
-    };
-    match (answer, &applied) {
-        (Some(answer), Ok((_, last_event))) => {
-            let remembered =
-                Remembered { operation: operation.into(), fingerprint, answer, last_event: *last_event };
+    let applied = counted(uow, cx, command).await;
+    match &applied {
+        Ok((answer, last_event)) => {
+            let remembered = Remembered {
+                operation: operation.into(),
+                fingerprint: fingerprint.clone(),
+                answer: remember(answer),
+                last_event: *last_event,
+            };
             uow.remember_key(tenant, key.as_str(), remembered);
         }
+        // The database failed: the writer undoes the whole command, key included.
+        Err(AppError::Internal(_)) => {}
         // A refused command stored nothing: its retry may run it again.
-        _ => uow.release_key(tenant, key.as_str()).await?,
+        Err(_) => uow.release_key(tenant, key.as_str()).await?,
     }
     applied
 }
 
-async fn counted(uow: &mut UnitOfWork, actor: &Actor, cmd: Command) -> AppResult<(Outcome, Option<usize>)> {
+async fn counted<C: Command>(
+    uow: &mut UnitOfWork,
+    cx: &Ctx<'_>,
+    command: &C,
+) -> AppResult<(C::Output, Option<usize>)> {
     let before = uow.event_count();
-    let outcome = commands::apply(uow, actor, cmd).await?;
+    let answer = command.apply(uow, cx).await?;
     let last_event = (uow.event_count() > before).then(|| uow.event_count() - 1);
-    Ok((outcome, last_event))
-}
-
-/// The command's operation and a digest of the request: what a retry must
-/// repeat exactly. The digest is of the command's `Debug` form, which shows
-/// every field of the request (a second serialized form would have to be kept
-/// in step with each command); ids Herald generates for a create and the
-/// reporting executor session are left out, they differ between attempts.
-fn fingerprint(cmd: &Command) -> (&'static str, String) {
-    let operation = match cmd {
-        Command::CreateTask { .. } => "create_task",
-        Command::StartTask { .. } => "start_task",
-        Command::ReportProgress { .. } => "report_progress",
-        Command::CompleteTask { .. } => "complete_task",
-        Command::FailTask { .. } => "fail_task",
-        Command::CancelTask { .. } => "cancel_task",
-        Command::Execute { .. } => "execute",
-        Command::Report { .. } => "report_event",
-        Command::CancelExecution { .. } => "cancel_execution",
-        _ => "other",
-    };
-    let mut request = cmd.clone();
-    match &mut request {
-        Command::CreateTask { id, .. } | Command::Execute { id, .. } => id.clear(),
-        // A retry after a crash comes from the executor's next session.
-        Command::Report { session, .. } => *session = None,
-        _ => {}
-    }
-    (operation, hex::encode(Sha256::digest(format!("{request:?}").as_bytes())))
+    Ok((answer, last_event))
 }
 
 /// `window` before now; the dawn of time for a window longer than that.
@@ -164,6 +161,7 @@ async fn prune(app: &App, window: Duration, stop: &CancellationToken) -> AppResu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::commands::CreateTask;
     use crate::app::test_support::{admin, create_task, store, writer};
     use crate::hub::Hub;
 
@@ -182,24 +180,35 @@ mod tests {
         let writer = writer(&store, &hub);
         let actor = admin();
         // On a current-thread runtime both are queued before the writer runs.
-        let retry = |id: &str| match create_task("a") {
-            Command::CreateTask { new, .. } => Command::CreateTask { id: id.into(), new },
-            _ => unreachable!(),
-        };
+        let retry = |id: &str| CreateTask { id: id.into(), ..create_task("a") };
         let (a, b) = tokio::join!(
             writer.submit_keyed(&actor, create_task("a"), key("k")),
             writer.submit_keyed(&actor, retry("b"), key("k")),
         );
-        let (Ok(Outcome::Task(a)), Ok(Outcome::Task(b))) = (a, b) else { panic!("both answered") };
+        let (a, b) = (a.expect("answered"), b.expect("answered"));
         assert_eq!((b.id.as_str(), b.last_seq), ("a", 1));
         assert_eq!(a, b);
         assert_eq!(store.last_seq().await.unwrap(), 1, "one event stored");
         // Stored with the seq: a later retry reads the same answer back.
-        let Ok(Outcome::Task(c)) = writer.submit_keyed(&actor, retry("c"), key("k")).await else {
-            panic!("answered")
-        };
+        let c = writer.submit_keyed(&actor, retry("c"), key("k")).await.expect("answered");
         assert_eq!(c, a);
         let other = writer.submit_keyed(&actor, create_task("d"), key("k")).await;
         assert!(matches!(other, Err(crate::domain::AppError::AlreadyExists(_))), "{other:?}");
+    }
+
+    /// The digest of a request is that of the command's `Debug` form, which
+    /// the per-command structs keep from the enum variants they replaced:
+    /// keys stored before still match their retries.
+    #[test]
+    fn a_keyed_request_keeps_its_debug_form() {
+        let report = crate::app::commands::Report {
+            execution_id: "e".into(),
+            session: Some("s".into()),
+            report: crate::domain::Report::Complete { output: "done".into() },
+        };
+        let request = format!("{:?}", report.request());
+        assert!(request.starts_with("Report { execution_id: \"e\", session: None, report: "), "{request}");
+        let create = format!("{:?}", create_task("a").request());
+        assert!(create.starts_with("CreateTask { id: \"\", new: NewTask { "), "{create}");
     }
 }

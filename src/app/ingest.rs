@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::App;
+use super::commands::{self, ReportProgress};
 use super::writer::Pending;
-use super::{App, Command, Outcome};
-use crate::domain::{Actor, AppError, AppResult, Permission, ProgressReport, Report};
+use crate::domain::{Actor, AppError, AppResult, Execution, Permission, ProgressReport, Report, Task};
 
 /// One report on the ingest stream.
 #[derive(Debug, Clone)]
@@ -28,16 +29,18 @@ pub enum StreamedReport {
 }
 
 /// A queued report; [`PendingReport::seq`] waits for its commit.
-pub struct PendingReport(Pending);
+pub enum PendingReport {
+    Progress(Pending<Task>),
+    Execution(Pending<Execution>),
+}
 
 impl PendingReport {
     /// The seq of the event the report stored, once its batch committed.
     pub async fn seq(self) -> AppResult<u64> {
-        match self.0.outcome().await? {
-            Outcome::Task(t) => Ok(t.last_seq),
-            Outcome::Execution(e) => Ok(e.last_seq),
-            _ => Err(super::mismatch("a task or an execution")),
-        }
+        Ok(match self {
+            Self::Progress(p) => p.answer().await?.last_seq,
+            Self::Execution(p) => p.answer().await?.last_seq,
+        })
     }
 }
 
@@ -67,13 +70,16 @@ impl App {
     /// `Unavailable`: the node is shutting down.
     pub async fn queue_report(&self, actor: &Actor, report: StreamedReport) -> AppResult<PendingReport> {
         actor.require(Permission::Write)?;
-        let cmd = match report {
-            StreamedReport::Progress { task_id, report } => Command::ReportProgress { id: task_id, report },
-            StreamedReport::Execution { execution_id, session, report } => {
-                Command::Report { execution_id, session, report }
+        Ok(match report {
+            StreamedReport::Progress { task_id, report } => {
+                let cmd = ReportProgress { id: task_id, report };
+                PendingReport::Progress(self.writer.enqueue(actor, cmd).await?)
             }
-        };
-        Ok(PendingReport(self.writer.enqueue(actor, cmd).await?))
+            StreamedReport::Execution { execution_id, session, report } => {
+                let cmd = commands::Report { execution_id, session, report };
+                PendingReport::Execution(self.writer.enqueue(actor, cmd).await?)
+            }
+        })
     }
 
     /// Cancelled when the node begins to shut down: ingest streams end then.

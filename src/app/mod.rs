@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use commands::{Command, Outcome};
 pub use ingest::{IngestStream, PendingReport, StreamedReport, ends_stream};
 pub use subscription::{End, Subscription};
 
@@ -30,6 +29,10 @@ use crate::domain::{
 };
 use crate::hub::{CloseReason, Hub};
 use crate::storage::Store;
+use commands::{
+    CancelTask, Command, CompleteTask, CreateTask, DetachDeadNodes, FailTask, Heartbeat, Keyed,
+    RegisterAgent, ReportProgress, StartTask, TouchNode,
+};
 use writer::{Fanout, Writer};
 
 pub const MAX_PAGE: u32 = 1000;
@@ -109,10 +112,6 @@ impl Background {
     }
 }
 
-fn mismatch(what: &str) -> AppError {
-    AppError::internal(anyhow::anyhow!("the writer answered a command without {what}"))
-}
-
 pub fn page_size(limit: u32) -> u64 {
     match limit {
         0 => DEFAULT_PAGE.into(),
@@ -158,13 +157,13 @@ impl App {
             ingest_streams: Default::default(),
             closing: CancellationToken::new(),
         };
-        let touch = Command::TouchNode { instance: app.instance.to_string(), retire_others: true };
+        let touch = TouchNode { instance: app.instance.to_string(), retire_others: true };
         app.writer.submit(&Actor::system(""), touch).await?;
         let alive = match app.cluster {
             Some(_) => app.store.live_nodes(sweeper::ago(app.settings.node_timeout)).await?,
             None => vec![app.instance.to_string()],
         };
-        app.writer.submit(&Actor::system(""), Command::DetachDeadNodes { alive }).await?;
+        app.writer.submit(&Actor::system(""), DetachDeadNodes { alive }).await?;
         tasks.push(tokio::spawn(dispatch::run(app.clone(), app.hub.tap(), stop.clone())));
         tasks.push(tokio::spawn(sweeper::run(app.clone(), stop.clone())));
         tasks.push(tokio::spawn(sweeper::checkpoints(app.clone(), stop.clone())));
@@ -215,29 +214,26 @@ impl App {
         self.closing.cancel();
     }
 
-    async fn write(&self, actor: &Actor, cmd: Command) -> AppResult<Outcome> {
+    /// Applies a command for a caller who may write; its answer once stored.
+    async fn write<C: Command>(&self, actor: &Actor, command: C) -> AppResult<C::Output> {
         actor.require(Permission::Write)?;
-        self.writer.submit(actor, cmd).await
+        self.writer.submit(actor, command).await
+    }
+
+    /// [`App::write`] under the caller's idempotency key, if it sent one.
+    async fn write_keyed<C: Keyed>(
+        &self,
+        actor: &Actor,
+        command: C,
+        key: Option<IdempotencyKey>,
+    ) -> AppResult<C::Output> {
+        actor.require(Permission::Write)?;
+        self.writer.submit_keyed(actor, command, self.idempotency(key)).await
     }
 
     /// The writer's form of a caller's idempotency key.
     fn idempotency(&self, key: Option<IdempotencyKey>) -> Option<idempotency::Idempotency> {
         key.map(|k| idempotency::Idempotency::new(k, self.settings.idempotency_window))
-    }
-
-    async fn write_task(&self, actor: &Actor, cmd: Command, key: Option<IdempotencyKey>) -> AppResult<Task> {
-        actor.require(Permission::Write)?;
-        match self.writer.submit_keyed(actor, cmd, self.idempotency(key)).await? {
-            Outcome::Task(t) => Ok(t),
-            _ => Err(mismatch("a task")),
-        }
-    }
-
-    async fn write_agent(&self, actor: &Actor, cmd: Command) -> AppResult<Agent> {
-        match self.write(actor, cmd).await? {
-            Outcome::Agent(a) => Ok(a),
-            _ => Err(mismatch("an agent")),
-        }
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant))]
@@ -248,12 +244,12 @@ impl App {
         key: Option<IdempotencyKey>,
     ) -> AppResult<Task> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.write_task(actor, Command::CreateTask { id, new }, key).await
+        self.write_keyed(actor, CreateTask { id, new }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
     pub async fn start_task(&self, actor: &Actor, id: &str, key: Option<IdempotencyKey>) -> AppResult<Task> {
-        self.write_task(actor, Command::StartTask { id: id.into() }, key).await
+        self.write_keyed(actor, StartTask { id: id.into() }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
@@ -264,7 +260,7 @@ impl App {
         report: ProgressReport,
         key: Option<IdempotencyKey>,
     ) -> AppResult<Task> {
-        self.write_task(actor, Command::ReportProgress { id: id.into(), report }, key).await
+        self.write_keyed(actor, ReportProgress { id: id.into(), report }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
@@ -275,7 +271,7 @@ impl App {
         result: String,
         key: Option<IdempotencyKey>,
     ) -> AppResult<Task> {
-        self.write_task(actor, Command::CompleteTask { id: id.into(), result }, key).await
+        self.write_keyed(actor, CompleteTask { id: id.into(), result }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
@@ -286,7 +282,7 @@ impl App {
         error: String,
         key: Option<IdempotencyKey>,
     ) -> AppResult<Task> {
-        self.write_task(actor, Command::FailTask { id: id.into(), error }, key).await
+        self.write_keyed(actor, FailTask { id: id.into(), error }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
@@ -297,7 +293,7 @@ impl App {
         reason: String,
         key: Option<IdempotencyKey>,
     ) -> AppResult<Task> {
-        self.write_task(actor, Command::CancelTask { id: id.into(), reason }, key).await
+        self.write_keyed(actor, CancelTask { id: id.into(), reason }, key).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, task_id = id))]
@@ -320,12 +316,12 @@ impl App {
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant))]
     pub async fn register_agent(&self, actor: &Actor, reg: AgentRegistration) -> AppResult<Agent> {
-        self.write_agent(actor, Command::RegisterAgent(reg)).await
+        self.write(actor, RegisterAgent(reg)).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, agent_id = id))]
     pub async fn heartbeat(&self, actor: &Actor, id: &str, status: AgentStatus) -> AppResult<Agent> {
-        self.write_agent(actor, Command::Heartbeat { id: id.into(), status }).await
+        self.write(actor, Heartbeat { id: id.into(), status }).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %actor.tenant, agent_id = id))]

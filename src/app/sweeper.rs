@@ -9,7 +9,8 @@
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{App, Command};
+use super::App;
+use super::commands::{Command, DecideByDeadline, DetachDeadNodes, ExpireAgent, ExpireExecution, TouchNode};
 use crate::domain::{Actor, AppError};
 
 /// Checkpoints the SQLite log every second, off the writer's path.
@@ -46,27 +47,27 @@ pub(super) fn ago(d: std::time::Duration) -> chrono::DateTime<Utc> {
 
 async fn sweep(app: &App) -> Result<(), AppError> {
     let s = &app.settings;
-    submit(app, "", Command::TouchNode { instance: app.instance.to_string(), retire_others: false }).await?;
+    submit(app, "", TouchNode { instance: app.instance.to_string(), retire_others: false }).await?;
     if app.cluster.is_some() {
         let alive = app.store.live_nodes(ago(s.node_timeout)).await?;
-        submit(app, "", Command::DetachDeadNodes { alive }).await?;
+        submit(app, "", DetachDeadNodes { alive }).await?;
     }
     let cutoff = ago(s.agent_timeout);
     for (tenant, id) in app.store.stale_agents(cutoff).await? {
-        submit(app, &tenant, Command::ExpireAgent { id, cutoff }).await?;
+        submit(app, &tenant, ExpireAgent { id, cutoff }).await?;
     }
     let (detached_before, cancel_before) = (ago(s.executor_grace), ago(s.cancel_timeout));
     for (tenant, id) in app.store.stale_executions(detached_before, cancel_before).await? {
-        submit(app, &tenant, Command::ExpireExecution { id, detached_before, cancel_before }).await?;
+        submit(app, &tenant, ExpireExecution { id, detached_before, cancel_before }).await?;
     }
     for (tenant, approval_id) in app.store.overdue_approvals(Utc::now()).await? {
-        submit(app, &tenant, Command::DecideByDeadline { approval_id }).await?;
+        submit(app, &tenant, DecideByDeadline { approval_id }).await?;
     }
     Ok(())
 }
 
 /// Submits as Herald itself. Only "shutting down" stops the sweep.
-async fn submit(app: &App, tenant: &str, cmd: Command) -> Result<(), AppError> {
+async fn submit(app: &App, tenant: &str, cmd: impl Command) -> Result<(), AppError> {
     match app.writer.submit(&Actor::system(tenant), cmd).await {
         Err(e @ AppError::Unavailable(_)) => Err(e),
         Err(e) => {

@@ -47,8 +47,8 @@ pub(crate) fn writer(store: &Store, hub: &Arc<Hub>) -> Writer {
     Writer::start(store.clone(), Fanout::Local(hub.clone()), 16, CancellationToken::new()).0
 }
 
-pub(crate) fn create_task(id: &str) -> super::Command {
-    super::Command::CreateTask {
+pub(crate) fn create_task(id: &str) -> super::commands::CreateTask {
+    super::commands::CreateTask {
         id: id.into(),
         new: NewTask { title: id.into(), description: String::new(), agent_id: None },
     }

@@ -3,27 +3,26 @@
 //! transaction (group commit), commits, then publishes the stored events to the
 //! hub in seq order and answers each caller. So an event is published only
 //! after it is stored, and every stored event is published.
+//!
+//! Its queue holds jobs of every command type (`Box<dyn Job>`): each job
+//! carries its command, its caller's typed reply channel, and its answer
+//! until commit, when it is handed the batch's seqs, sets its own `last_seq`
+//! and replies.
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::commands::{Command, Outcome};
-use super::idempotency::{self, Idempotency};
+use super::commands::{Command, Ctx, Keyed, Output};
+use super::idempotency::{self, Idempotency, Key};
 use crate::cluster::Cluster;
 use crate::domain::Event;
 use crate::domain::{Actor, AppError, AppResult};
 use crate::hub::Hub;
-use crate::storage::{CommitError, Committed, KnownTasks, LockKeys, Store, UnitOfWork};
-
-struct Request {
-    actor: Actor,
-    command: Command,
-    idempotency: Option<Idempotency>,
-    reply: oneshot::Sender<AppResult<Outcome>>,
-}
+use crate::storage::{CommitError, KnownTasks, LockKeys, Store, UnitOfWork};
 
 /// Where stored events go: this node's hub, or the cluster link, which puts
 /// them in order with the other nodes' events before the hub.
@@ -43,7 +42,7 @@ impl Fanout {
 
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl Writer {
@@ -70,37 +69,39 @@ impl Writer {
         (Self { tx }, handle)
     }
 
-    pub async fn submit(&self, actor: &Actor, command: Command) -> AppResult<Outcome> {
-        self.submit_keyed(actor, command, None).await
+    /// Applies a command and returns its answer, once its batch committed.
+    pub async fn submit<C: Command>(&self, actor: &Actor, command: C) -> AppResult<C::Output> {
+        self.enqueue(actor, command).await?.answer().await
     }
 
     /// Submits a command under an idempotency key (see `idempotency`).
-    pub async fn submit_keyed(
+    pub async fn submit_keyed<C: Keyed>(
         &self,
         actor: &Actor,
-        command: Command,
+        command: C,
         idempotency: Option<Idempotency>,
-    ) -> AppResult<Outcome> {
-        self.enqueue_keyed(actor, command, idempotency).await?.outcome().await
+    ) -> AppResult<C::Output> {
+        let key = idempotency.map(|i| Key::new(i, &command));
+        self.queue(actor, command, key).await?.answer().await
     }
 
     /// Queues a command and returns once it is queued, not applied: the
     /// answer comes later through [`Pending`]. Commands queued one after the
     /// other by one caller are applied in that order, so a stream can keep
     /// many in flight (see `grpc::ingest`).
-    pub async fn enqueue(&self, actor: &Actor, command: Command) -> AppResult<Pending> {
-        self.enqueue_keyed(actor, command, None).await
+    pub async fn enqueue<C: Command>(&self, actor: &Actor, command: C) -> AppResult<Pending<C::Output>> {
+        self.queue(actor, command, None).await
     }
 
-    async fn enqueue_keyed(
+    async fn queue<C: Command>(
         &self,
         actor: &Actor,
-        command: Command,
-        idempotency: Option<Idempotency>,
-    ) -> AppResult<Pending> {
+        command: C,
+        key: Option<Key<C::Output>>,
+    ) -> AppResult<Pending<C::Output>> {
         let (reply, rx) = oneshot::channel();
-        let req = Request { actor: actor.clone(), command, idempotency, reply };
-        self.tx.send(req).await.map_err(|_| shutting_down())?;
+        let job = Box::new(Queued { actor: actor.clone(), command, key, applied: None, reply });
+        self.tx.send(job).await.map_err(|_| shutting_down())?;
         Ok(Pending(rx))
     }
 }
@@ -110,17 +111,85 @@ fn shutting_down() -> AppError {
 }
 
 /// A queued command's answer, once its batch has committed (or failed).
-pub struct Pending(oneshot::Receiver<AppResult<Outcome>>);
+pub struct Pending<O>(oneshot::Receiver<AppResult<O>>);
 
-impl Pending {
-    pub async fn outcome(self) -> AppResult<Outcome> {
+impl<O> Pending<O> {
+    pub async fn answer(self) -> AppResult<O> {
         self.0.await.map_err(|_| shutting_down())?
+    }
+}
+
+/// A command in the writer's queue, whatever its type: what the batch loop
+/// does with it.
+trait Job: Send {
+    /// Adds the rows the command locks by key (see `UnitOfWork::lock_ahead`).
+    fn lock_keys(&self, keys: &mut LockKeys);
+    /// Applies the command and keeps its answer (replacing the answer of an
+    /// earlier attempt of the batch).
+    fn apply<'a>(&'a mut self, uow: &'a mut UnitOfWork) -> BoxFuture<'a, ()>;
+    /// The error the last attempt ended in, if it failed.
+    fn error(&self) -> Option<&AppError>;
+    /// The command's rows were refused when written (its savepoint is undone).
+    fn refused(&mut self, error: AppError);
+    /// The batch committed: replies with the answer, its `last_seq` taken
+    /// from `seqs` (the seqs of the batch's events, in order).
+    fn answer(self: Box<Self>, seqs: &[u64]);
+    /// The batch failed as a whole: replies with `error`.
+    fn fail(self: Box<Self>, error: AppError);
+}
+
+/// A command with its caller: the [`Job`] of a command of type `C`.
+struct Queued<C: Command> {
+    actor: Actor,
+    command: C,
+    key: Option<Key<C::Output>>,
+    /// The last attempt's answer, and the index of the command's last event
+    /// in the unit of work (its seq is known after commit).
+    applied: Option<AppResult<(C::Output, Option<usize>)>>,
+    reply: oneshot::Sender<AppResult<C::Output>>,
+}
+
+impl<C: Command> Job for Queued<C> {
+    fn lock_keys(&self, keys: &mut LockKeys) {
+        self.command.lock_keys(&self.actor.tenant, keys);
+    }
+
+    fn apply<'a>(&'a mut self, uow: &'a mut UnitOfWork) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let cx = Ctx::new(&self.actor);
+            let applied = idempotency::apply(uow, &cx, &self.command, self.key.as_ref()).await;
+            self.applied = Some(applied);
+        })
+    }
+
+    fn error(&self) -> Option<&AppError> {
+        self.applied.as_ref()?.as_ref().err()
+    }
+
+    fn refused(&mut self, error: AppError) {
+        self.applied = Some(Err(error));
+    }
+
+    fn answer(self: Box<Self>, seqs: &[u64]) {
+        let applied =
+            self.applied.unwrap_or_else(|| Err(AppError::internal(anyhow::anyhow!("never applied"))));
+        let answer = applied.map(|(mut answer, last_event)| {
+            if let Some(seq) = last_event.and_then(|i| seqs.get(i)) {
+                answer.set_last_seq(*seq);
+            }
+            answer
+        });
+        let _ = self.reply.send(answer.map_err(public));
+    }
+
+    fn fail(self: Box<Self>, error: AppError) {
+        let _ = self.reply.send(Err(error));
     }
 }
 
 /// The writer task: its queue and the state it owns between batches.
 struct Worker {
-    rx: mpsc::Receiver<Request>,
+    rx: mpsc::Receiver<Box<dyn Job>>,
     store: Store,
     fanout: Fanout,
     max_batch: usize,
@@ -129,33 +198,27 @@ struct Worker {
     /// tasks as committed instead of reading them back; in a cluster others
     /// write too.
     single_writer: bool,
-    /// The tasks as committed (single writer only); lent to each batch's unit
-    /// of work and handed back by its commit.
+    /// The tasks as committed (single writer only). Lent to a batch's unit of
+    /// work by [`Worker::begin`] and taken back, brought up to date, by
+    /// [`Worker::commit`] (or as lent by [`Worker::rollback`]); lost with a
+    /// batch whose COMMIT went unanswered.
     known: Option<KnownTasks>,
 }
 
+type Batch = Vec<Box<dyn Job>>;
+
 /// How a batch's attempt ended.
 enum Attempt {
-    /// Committed: publish and answer.
-    Committed(Committed),
-    /// The database refused it before COMMIT; `known` is what the unit of
-    /// work was lent.
-    Refused(Option<KnownTasks>),
+    /// Committed: publish these events and answer.
+    Committed(Vec<Event>),
+    /// The database refused it before COMMIT.
+    Refused,
     /// Nothing could be done (no transaction, no savepoint): every caller
     /// gets this error.
     Failed(AppError),
     /// COMMIT went unanswered: the events numbered for it may or may not be
     /// in the log.
     Ambiguous { error: AppError, events: Vec<Event> },
-}
-
-impl From<CommitError> for Attempt {
-    fn from(e: CommitError) -> Self {
-        match e {
-            CommitError::NotStored(e) => Self::Failed(e),
-            CommitError::Ambiguous { error, events } => Self::Ambiguous { error, events },
-        }
-    }
 }
 
 /// How long to wait between reads of the log after an unanswered COMMIT.
@@ -206,120 +269,122 @@ impl Worker {
     /// savepoint per command, each command's rows written inside its
     /// savepoint: the command the database refuses fails alone, the others
     /// commit.
-    async fn process(&mut self, batch: Vec<Request>) {
-        let mut results = Vec::with_capacity(batch.len());
-        let attempt = match self.in_one_go(&batch, &mut results).await {
-            Attempt::Refused(known) => {
+    async fn process(&mut self, mut batch: Batch) {
+        let attempt = match self.in_one_go(&mut batch).await {
+            Attempt::Refused => {
                 metrics::counter!("herald_writer_batch_retries_total").increment(1);
-                self.known = known;
-                results.clear();
-                self.one_by_one(&batch, &mut results).await
+                self.one_by_one(&mut batch).await
             }
             other => other,
         };
         match attempt {
-            Attempt::Committed(committed) => self.finish(batch, results, committed.events, committed.known),
-            Attempt::Refused(_) => {
-                fail_all(batch, AppError::internal(anyhow::anyhow!("batch refused twice")))
-            }
+            Attempt::Committed(events) => self.finish(batch, events),
+            Attempt::Refused => fail_all(batch, AppError::internal(anyhow::anyhow!("batch refused twice"))),
             Attempt::Failed(e) => fail_all(batch, e),
-            Attempt::Ambiguous { error, events } => self.settle(batch, results, error, events).await,
+            Attempt::Ambiguous { error, events } => self.settle(batch, error, events).await,
         }
     }
 
-    async fn in_one_go(&mut self, batch: &[Request], results: &mut Vec<Applied>) -> Attempt {
-        let mut keys = LockKeys::default();
-        for req in batch {
-            req.command.lock_keys(&req.actor.tenant, &mut keys);
+    /// A unit of work lent the known tasks.
+    async fn begin(&mut self) -> AppResult<UnitOfWork> {
+        self.store.begin(self.known.take()).await
+    }
+
+    /// Gives up a unit of work and takes back the known tasks it was lent.
+    async fn rollback(&mut self, uow: UnitOfWork) {
+        self.known = uow.rollback().await;
+    }
+
+    /// Commits a unit of work: its stored events in seq order. The known
+    /// tasks come back only from a commit that was answered.
+    async fn commit(&mut self, uow: UnitOfWork) -> Attempt {
+        match uow.commit().await {
+            Ok(committed) => {
+                self.known = committed.known;
+                Attempt::Committed(committed.events)
+            }
+            Err(CommitError::NotStored(e)) => Attempt::Failed(e),
+            Err(CommitError::Ambiguous { error, events }) => Attempt::Ambiguous { error, events },
         }
-        let mut uow = match self.store.begin(self.known.take()).await {
+    }
+
+    async fn in_one_go(&mut self, batch: &mut Batch) -> Attempt {
+        let mut keys = LockKeys::default();
+        for job in batch.iter() {
+            job.lock_keys(&mut keys);
+        }
+        let mut uow = match self.begin().await {
             Ok(u) => u,
             Err(e) => return Attempt::Failed(e),
         };
         if uow.lock_ahead(keys).await.is_err() {
-            return Attempt::Refused(uow.rollback().await);
+            self.rollback(uow).await;
+            return Attempt::Refused;
         }
-        for req in batch {
-            results.push(apply(&mut uow, req).await);
+        for job in batch.iter_mut() {
+            job.apply(&mut uow).await;
         }
         // An internal error is the database's (or a stored row's): the
         // transaction may be aborted, so the batch goes again command by command.
-        if results.iter().any(|r| matches!(r, Err(AppError::Internal(_)))) {
-            return Attempt::Refused(uow.rollback().await);
+        if batch.iter().any(|job| matches!(job.error(), Some(AppError::Internal(_)))) {
+            self.rollback(uow).await;
+            return Attempt::Refused;
         }
-        match uow.commit().await {
-            Ok(committed) => Attempt::Committed(committed),
-            Err(CommitError::NotStored(e)) => {
+        match self.commit(uow).await {
+            Attempt::Failed(e) => {
                 tracing::debug!(error = ?e, "batch refused by the database; retrying command by command");
-                Attempt::Refused(None)
+                Attempt::Refused
             }
-            Err(e) => e.into(),
+            other => other,
         }
     }
 
     /// The batch again, each command in its own savepoint with its rows
     /// written inside it, so a command the database refuses is undone alone.
-    async fn one_by_one(&mut self, batch: &[Request], results: &mut Vec<Applied>) -> Attempt {
-        let mut uow = match self.store.begin(self.known.take()).await {
+    async fn one_by_one(&mut self, batch: &mut Batch) -> Attempt {
+        let mut uow = match self.begin().await {
             Ok(u) => u,
             Err(e) => return Attempt::Failed(e),
         };
-        for req in batch {
+        for job in batch.iter_mut() {
             let snapshot = match uow.savepoint().await {
                 Ok(s) => s,
                 Err(e) => {
-                    uow.rollback().await;
+                    self.rollback(uow).await;
                     return Attempt::Failed(e);
                 }
             };
-            let mut result = apply(&mut uow, req).await;
-            if result.is_ok()
+            job.apply(&mut uow).await;
+            if job.error().is_none()
                 && let Err(e) = uow.flush().await
             {
-                result = Err(e);
+                job.refused(e);
             }
-            let undone = match &result {
-                Ok(_) => uow.release_savepoint().await,
-                Err(e) => {
+            let undone = match job.error() {
+                None => uow.release_savepoint().await,
+                Some(e) => {
                     e.log_if_internal();
                     uow.rollback_to_savepoint(snapshot).await
                 }
             };
             if let Err(e) = undone {
-                uow.rollback().await;
+                self.rollback(uow).await;
                 return Attempt::Failed(e);
             }
-            results.push(result);
         }
-        match uow.commit().await {
-            Ok(committed) => Attempt::Committed(committed),
-            Err(e) => e.into(),
-        }
+        self.commit(uow).await
     }
 
     /// Publishes a committed batch's events in seq order, then answers each
-    /// caller with its outcome and the seq of its last event.
-    fn finish(
-        &mut self,
-        batch: Vec<Request>,
-        results: Vec<Applied>,
-        events: Vec<Event>,
-        known: Option<KnownTasks>,
-    ) {
+    /// caller with its answer and the seq of its last event.
+    fn finish(&mut self, batch: Batch, events: Vec<Event>) {
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
         for event in events {
             self.fanout.publish(Arc::new(event));
         }
-        for (result, req) in results.into_iter().zip(batch) {
-            let answer = result.map(|(mut outcome, last_event)| {
-                if let Some(seq) = last_event.and_then(|i| seqs.get(i)) {
-                    outcome.set_last_seq(*seq);
-                }
-                outcome
-            });
-            let _ = req.reply.send(answer.map_err(public));
+        for job in batch {
+            job.answer(&seqs);
         }
-        self.known = known;
     }
 
     /// COMMIT went unanswered (the connection died while it was in flight):
@@ -330,20 +395,14 @@ impl Worker {
     /// not, the callers learn it was not stored. Either way nothing stored
     /// goes unpublished and no caller is told "not stored" about a change
     /// that was.
-    async fn settle(
-        &mut self,
-        batch: Vec<Request>,
-        results: Vec<Applied>,
-        error: AppError,
-        events: Vec<Event>,
-    ) {
+    async fn settle(&mut self, batch: Batch, error: AppError, events: Vec<Event>) {
         tracing::warn!(error = ?error, "COMMIT went unanswered; reading the log to learn whether it was stored");
         let (Some(first), Some(last)) = (events.first().map(|e| e.seq), events.last().map(|e| e.seq)) else {
             // No event in the log can tell whether an eventless batch (a
             // node's heartbeat, a repeated decision) was stored.
             let unknown = "the database did not confirm the write; it may or may not have been stored";
-            for req in batch {
-                let _ = req.reply.send(Err(AppError::Unavailable(unknown.into())));
+            for job in batch {
+                job.fail(AppError::Unavailable(unknown.into()));
             }
             return;
         };
@@ -365,7 +424,7 @@ impl Worker {
         match found {
             Some(found) if same_events(&found, &events) => {
                 tracing::info!(first, last, "the unanswered COMMIT was stored; publishing its events");
-                self.finish(batch, results, found, None);
+                self.finish(batch, found);
             }
             Some(_) => {
                 tracing::info!(first, last, "the unanswered COMMIT was not stored");
@@ -373,8 +432,8 @@ impl Worker {
             }
             None => {
                 let unknown = "herald stopped before it could learn whether this write was stored";
-                for req in batch {
-                    let _ = req.reply.send(Err(AppError::Unavailable(unknown.into())));
+                for job in batch {
+                    job.fail(AppError::Unavailable(unknown.into()));
                 }
             }
         }
@@ -391,15 +450,6 @@ fn same_events(found: &[Event], ours: &[Event]) -> bool {
         })
 }
 
-/// Applies one request's command, under its idempotency key if it has one.
-async fn apply(uow: &mut UnitOfWork, req: &Request) -> Applied {
-    idempotency::apply(uow, &req.actor, req.idempotency.as_ref(), req.command.clone()).await
-}
-
-/// One command's answer before commit: its outcome and the index of its last
-/// event in the unit of work (its seq is known after commit).
-type Applied = AppResult<(Outcome, Option<usize>)>;
-
 /// An internal error's cause stays in the log (logged once, where it
 /// happened); the caller learns only that its command was not stored.
 fn public(e: AppError) -> AppError {
@@ -409,10 +459,10 @@ fn public(e: AppError) -> AppError {
     }
 }
 
-fn fail_all(batch: Vec<Request>, err: AppError) {
+fn fail_all(batch: Batch, err: AppError) {
     err.log_if_internal();
-    for req in batch {
-        let _ = req.reply.send(Err(AppError::internal(anyhow::anyhow!("storage unavailable"))));
+    for job in batch {
+        job.fail(AppError::internal(anyhow::anyhow!("storage unavailable")));
     }
 }
 
@@ -434,7 +484,7 @@ mod tests {
         let mut tap = hub.tap();
         let writer = writer(&store, &hub);
         let actor = admin();
-        let missing = Command::ReportProgress {
+        let missing = crate::app::commands::ReportProgress {
             id: "nope".into(),
             report: ProgressReport { progress: 5, ..Default::default() },
         };
@@ -445,7 +495,7 @@ mod tests {
             writer.submit(&actor, missing),
             writer.submit(&actor, create_task("b")),
         );
-        let (Ok(Outcome::Task(a)), Ok(Outcome::Task(b))) = (a, b) else { panic!("both tasks created") };
+        let (a, b) = (a.expect("a created"), b.expect("b created"));
         assert!(matches!(bad, Err(AppError::NotFound(_))), "{bad:?}");
         assert_eq!((a.last_seq, b.last_seq), (1, 2), "seqs are gap-free across the failed command");
         assert_eq!(store.last_seq().await.unwrap(), 2);
@@ -469,9 +519,7 @@ mod tests {
             writer.submit(&actor, create_task("reject me")),
             writer.submit(&actor, create_task("b")),
         );
-        let (Ok(Outcome::Task(a)), Ok(Outcome::Task(b))) = (&a, &b) else {
-            panic!("both tasks created: {a:?} {b:?}")
-        };
+        let (Ok(a), Ok(b)) = (&a, &b) else { panic!("both tasks created: {a:?} {b:?}") };
         assert!(matches!(bad, Err(AppError::Internal(_))), "{bad:?}");
         assert_eq!((a.last_seq, b.last_seq), (1, 2), "seqs are gap-free across the refused command");
         assert_eq!(store.last_seq().await.unwrap(), 2);
@@ -523,11 +571,9 @@ mod tests {
         store.lose_next_commit_reply(true);
         let (a, b) =
             tokio::join!(writer.submit(&actor, create_task("a")), writer.submit(&actor, create_task("b")));
-        let (Ok(Outcome::Task(a)), Ok(Outcome::Task(b))) = (&a, &b) else {
-            panic!("both stored: {a:?} {b:?}")
-        };
+        let (Ok(a), Ok(b)) = (&a, &b) else { panic!("both stored: {a:?} {b:?}") };
         assert_eq!((a.last_seq, b.last_seq), (1, 2));
-        let Ok(Outcome::Task(c)) = writer.submit(&actor, create_task("c")).await else { panic!("c stored") };
+        let c = writer.submit(&actor, create_task("c")).await.expect("c stored");
         assert_eq!(c.last_seq, 3);
         for (want, seq) in [("a", 1), ("b", 2), ("c", 3)] {
             let e = tokio::time::timeout(Duration::from_secs(5), tap.recv()).await.unwrap().unwrap();
@@ -563,7 +609,7 @@ mod tests {
         let a = writer.submit(&actor, create_task("a")).await;
         assert!(matches!(a, Err(AppError::Internal(_))), "{a:?}");
         assert!(matches!(store.task("", "a").await, Err(AppError::NotFound(_))));
-        let Ok(Outcome::Task(b)) = writer.submit(&actor, create_task("b")).await else { panic!("b stored") };
+        let b = writer.submit(&actor, create_task("b")).await.expect("b stored");
         assert_eq!(b.last_seq, 1);
         let e = tokio::time::timeout(Duration::from_secs(5), tap.recv()).await.unwrap().unwrap();
         assert_eq!((e.payload.resource(), e.seq), (crate::domain::Channel::Task("b".into()), 1));

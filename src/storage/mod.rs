@@ -27,7 +27,7 @@ use entities::{agent, approval, event, execution, task};
 pub use idempotency::{Answer, Remembered};
 pub use lock::WriterLock;
 pub use runs::AguiRun;
-pub use unit::{CommitError, Committed, KnownTasks, LockKeys, UnitOfWork};
+pub use unit::{CommitError, KnownTasks, LockKeys, UnitOfWork};
 
 use crate::domain::channel::ChannelFilter;
 use crate::domain::{
