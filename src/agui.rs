@@ -135,9 +135,12 @@ async fn run(
             "threadId": thread_id, "runId": run_id, "messages": input.messages, "state": input.state,
             "tools": input.tools, "context": input.context, "forwardedProps": input.forwarded_props,
         });
+        // Room for the stream is taken before the run starts: a node that
+        // is full refuses (503) without leaving a run nobody watches.
         let slot = take_slot(&state, "/api/v1/agui/{agent_id}")?;
+        let sub = crate::ws::open_subscription(&state.app, &actor)?;
         let e = state.app.start_agui_run(&actor, &agent_id, &run_id, &thread_id, exec_input).await?;
-        open(&state, actor, slot, e.id, thread_id, run_id, None, false)
+        open(&actor, slot, sub, e.id, thread_id, run_id, None, false)
     };
     started.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -179,7 +182,8 @@ async fn rejoin(
         let first = state.app.events(&actor, &channel, 0, 1).await?;
         let pruned = first.first().is_none_or(|e| e.payload.type_name() != "execution_created");
         let slot = take_slot(&state, "/api/v1/agui/runs/{run_id}")?;
-        open(&state, actor, slot, run.execution_id, run.thread_id, run_id, cursor, pruned)
+        let sub = crate::ws::open_subscription(&state.app, &actor)?;
+        open(&actor, slot, sub, run.execution_id, run.thread_id, run_id, cursor, pruned)
     };
     joined.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -188,22 +192,21 @@ async fn rejoin(
 /// `RUN_ERROR` that says so.
 #[allow(clippy::too_many_arguments)]
 fn open(
-    state: &Arc<WsState>,
-    actor: Actor,
+    actor: &Actor,
     slot: Slot,
+    mut sub: Subscription,
     execution_id: String,
     thread_id: String,
     run_id: String,
     cursor: Option<Cursor>,
     pruned: bool,
 ) -> AppResult<Response> {
-    let mut sub = crate::ws::open_subscription(&state.app, &actor)?;
     // From the start: the translation of an event depends on the ones before.
     sub.add(vec![Channel::Execution(execution_id)], Some(0));
     let (tx, rx) = mpsc::channel::<Item>(64);
     let translator = Translator::new(thread_id, run_id);
     let mut pump = Pump { sub, translator, from_start: false, cursor, tx, _slot: slot };
-    let expires = token_deadline(&actor);
+    let expires = token_deadline(actor);
     tokio::spawn(async move { if pruned { pump.expired().await } else { pump.run(expires).await } });
     let sse = Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
     Ok(([(header::CACHE_CONTROL, "no-cache")], sse).into_response())

@@ -675,6 +675,24 @@ async fn streams_count_toward_the_node_limit() {
         body["error"]["message"].as_str().is_some_and(|m| m.contains("limit of 2 open streams")),
         "{body}"
     );
+    // AG-UI refuses before it starts a run: no execution is left behind.
+    let run = json!({ "threadId": "t", "runId": "r", "messages": [], "tools": [], "context": [],
+                      "state": {}, "forwardedProps": {} });
+    let resp = reqwest::Client::new()
+        .post(app.http("/api/v1/agui/writer"))
+        .bearer_auth(&admin)
+        .json(&run)
+        .send()
+        .await;
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("limit of 2 open streams")),
+        "{body}"
+    );
+    let (_, list) = Api::new(&app, &admin).get("/executions").await;
+    assert_eq!(list["executions"].as_array().map(Vec::len), Some(0), "{list}");
     let reg = pb::RegisterAgentRequest { agent_id: "writer".into(), ..Default::default() };
     app.agents(&admin).register_agent(reg).await.unwrap();
     #[allow(clippy::needless_update)]
