@@ -276,6 +276,12 @@ async fn two_approvers_at_once_one_wins_both_are_told() {
     assert_eq!(d.decision.unwrap().decided_by, winner);
 }
 
+/// A deadline the sweeper (every 100 ms in these tests) passes soon.
+fn half_a_second_from_now() -> prost_types::Timestamp {
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    prost_types::Timestamp { seconds: soon.timestamp(), nanos: soon.timestamp_subsec_nanos() as i32 }
+}
+
 /// The deadline's decision is Herald's, not the approver's: it applies even
 /// when the executor did not offer it to people (here approve or edit only,
 /// and the default deadline decision, reject). Such an approval used to stay
@@ -287,17 +293,13 @@ async fn a_deadline_decides_even_what_people_may_not() {
     let (agent, approver) = tokens(&app);
     let mut exec = Executor::attach(&app, &agent).await;
     let id = exec.run(&app, &agent).await;
-    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
     let req = pb::RequestApprovalRequest {
         execution_id: id,
         tool_call_id: "call-1".into(),
         action: "send_email".into(),
         arguments: json!({ "to": "team@example.com" }).to_string(),
         allowed_decisions: vec![DecisionKind::Approve.into(), DecisionKind::Edit.into()],
-        deadline: Some(prost_types::Timestamp {
-            seconds: soon.timestamp(),
-            nanos: soon.timestamp_subsec_nanos() as i32,
-        }),
+        deadline: Some(half_a_second_from_now()),
         ..Default::default()
     };
     let approval = exec.client.request_approval(exec.in_session(req)).await.unwrap().into_inner();
@@ -320,10 +322,7 @@ async fn a_deadline_decides_while_nobody_is_connected() {
     let (agent, approver) = tokens(&app);
     let mut exec = Executor::attach(&app, &agent).await;
     let id = exec.run(&app, &agent).await;
-    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
-    let deadline =
-        prost_types::Timestamp { seconds: soon.timestamp(), nanos: soon.timestamp_subsec_nanos() as i32 };
-    let approval = exec.ask(&id, Some(deadline)).await;
+    let approval = exec.ask(&id, Some(half_a_second_from_now())).await;
     let Cmd::Decision(d) = exec.command().await else { panic!("the deadline's decision") };
     let decision = d.decision.unwrap();
     assert_eq!(
