@@ -8,7 +8,10 @@
 #
 # Scenarios: s1 (fan-out at 1,000 and 10,000 subscribers), s3 (10,000 idle
 # connections), s2 (end-to-end, Herald only), s4 (durable ingest: Herald's
-# stream, unary and HTTP ways in, and NATS JetStream), s7 (catch-up, Herald only).
+# stream, unary and HTTP ways in, and NATS JetStream), s4pg (durable ingest on
+# PostgreSQL, over TCP and over its Unix socket; PG, default
+# postgres://postgres@127.0.0.1:5432/postgres, a fresh database per run), s7
+# (catch-up, Herald only).
 # Peers: PEERS (default ../shared/peers beside the repository); the Socket.IO
 # peer is copied to a temporary folder and installed with `npm ci` there.
 set -euo pipefail
@@ -27,10 +30,11 @@ trap cleanup EXIT
 
 wait_http() { for _ in $(seq 200); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
 
-# A fresh Herald (SQLite, its own data dir) on port $1; its PID in HPID.
+# A fresh Herald (SQLite in its own data dir, or DB_URL) on port $1; its PID in HPID.
 start_herald() {
-  local dir="$WORK/herald-$1"; mkdir -p "$dir"
-  HERALD_ADDR="127.0.0.1:$1" HERALD_DATA_DIR="$dir" HERALD_WS_MAX_CONNECTIONS=30000 HERALD_LOG=warn \
+  local dir="$WORK/herald-$1"; rm -rf "$dir"; mkdir -p "$dir"
+  local db=(); [ -n "${DB_URL:-}" ] && db=(HERALD_DATABASE_URL="$DB_URL")
+  env "${db[@]}" HERALD_ADDR="127.0.0.1:$1" HERALD_DATA_DIR="$dir" HERALD_WS_MAX_CONNECTIONS=30000 HERALD_LOG=warn \
     HERALD_MAX_CONNECTIONS_PER_IP=100000 HERALD_CONNECTION_RATE_PER_IP=100000 \
     "$BIN/herald" >"$dir/log" 2>&1 &
   HPID=$!; PIDS+=("$HPID")
@@ -97,11 +101,27 @@ for s in $SCENARIOS; do
       bench s4-nats-js s4 --target nats-js --url nats://127.0.0.1:18422 --pid "$NPID"
       stop "$NPID"
       ;;
+    s4pg)
+      # The same on PostgreSQL: a fresh database per run, reached over TCP
+      # and over the Unix socket beside it (PGSOCKET, default /var/run/postgresql).
+      pg="${PG:-postgres://postgres@127.0.0.1:5432/postgres}"
+      for way in tcp unix; do
+        for mode in stream unary; do
+          db="herald_bench_$(date +%s%N)"
+          psql "$pg" -qc "create database $db"
+          DB_URL="${pg%/*}/$db"; [ "$way" = unix ] && DB_URL="$DB_URL?host=${PGSOCKET:-/var/run/postgresql}"
+          DB_URL="$DB_URL" start_herald 18080
+          bench "s4pg-herald-$way-$mode" s4 --url http://127.0.0.1:18080 --pid "$HPID" --mode "$mode"
+          stop "$HPID"
+          psql "$pg" -qc "drop database $db"
+        done
+      done
+      ;;
     s7)
       start_herald 18080
       bench s7-herald s7 --url http://127.0.0.1:18080 --pid "$HPID"
       stop "$HPID"
       ;;
-    *) echo "unknown scenario $s (s1 s2 s3 s4 s7)" >&2; exit 2 ;;
+    *) echo "unknown scenario $s (s1 s2 s3 s4 s4pg s7)" >&2; exit 2 ;;
   esac
 done

@@ -21,21 +21,32 @@ pub(crate) async fn store() -> (Store, tempfile::TempDir) {
 /// `.ci/run` drops) from `HERALD_TEST_POSTGRES_URL`; without it `None`, after
 /// a loud SKIPPED, or a failure under `CI=true`.
 pub(crate) async fn pg_store(test: &str) -> Option<Store> {
+    let url = pg_database(test, "").await?;
+    Some(Store::connect(&url, 2).await.expect("store"))
+}
+
+/// A fresh PostgreSQL database as for [`pg_store`]; its URL, with `query`
+/// (e.g. `?host=/var/run/postgresql`) appended.
+pub(crate) async fn pg_database(test: &str, query: &str) -> Option<String> {
     use sea_orm::ConnectionTrait;
-    let Some(base) = std::env::var("HERALD_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(
-            !ci,
-            "{test} needs PostgreSQL (HERALD_TEST_POSTGRES_URL): under CI=true a missing service fails"
-        );
-        eprintln!("SKIPPED {test}: needs PostgreSQL (HERALD_TEST_POSTGRES_URL)");
-        return None;
-    };
+    let base = service_env(test, "HERALD_TEST_POSTGRES_URL", "PostgreSQL")?;
     let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
     let admin = sea_orm::Database::connect(base.as_str()).await.expect("connect to postgres");
     admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
     let (prefix, _) = base.rsplit_once('/').expect("postgres url has a database");
-    Some(Store::connect(&format!("{prefix}/{name}"), 2).await.expect("store"))
+    Some(format!("{prefix}/{name}{query}"))
+}
+
+/// A test service's setting from `var`; without it `None`, after a loud
+/// SKIPPED, or a failure under `CI=true`.
+pub(crate) fn service_env(test: &str, var: &str, what: &str) -> Option<String> {
+    let Some(value) = std::env::var(var).ok().filter(|u| !u.is_empty()) else {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(!ci, "{test} needs {what} ({var}): under CI=true a missing service fails");
+        eprintln!("SKIPPED {test}: needs {what} ({var})");
+        return None;
+    };
+    Some(value)
 }
 
 pub(crate) fn admin() -> Actor {

@@ -8,6 +8,8 @@ pub mod entities;
 mod idempotency;
 mod lock;
 mod migration;
+#[cfg(test)]
+mod postgres_tests;
 mod retention;
 mod runs;
 mod unit;
