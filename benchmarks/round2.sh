@@ -109,8 +109,8 @@ for s in $SCENARIOS; do
         for mode in stream unary; do
           db="herald_bench_$(date +%s%N)"
           psql "$pg" -qc "create database $db"
-          DB_URL="${pg%/*}/$db"; [ "$way" = unix ] && DB_URL="$DB_URL?host=${PGSOCKET:-/var/run/postgresql}"
-          DB_URL="$DB_URL" start_herald 18080
+          url="${pg%/*}/$db"; [ "$way" = unix ] && url="$url?host=${PGSOCKET:-/var/run/postgresql}"
+          DB_URL="$url" start_herald 18080 # only for this call: later scenarios run on SQLite
           bench "s4pg-herald-$way-$mode" s4 --url http://127.0.0.1:18080 --pid "$HPID" --mode "$mode"
           stop "$HPID"
           psql "$pg" -qc "drop database $db"
