@@ -33,8 +33,8 @@ wait_http() { for _ in $(seq 200); do curl -fs "$1" >/dev/null && return 0; slee
 # A fresh Herald (SQLite in its own data dir, or DB_URL) on port $1; its PID in HPID.
 start_herald() {
   local dir="$WORK/herald-$1"; rm -rf "$dir"; mkdir -p "$dir"
-  local db=(); [ -n "${DB_URL:-}" ] && db=(HERALD_DATABASE_URL="$DB_URL")
-  env "${db[@]}" HERALD_ADDR="127.0.0.1:$1" HERALD_DATA_DIR="$dir" HERALD_WS_MAX_CONNECTIONS=30000 HERALD_LOG=warn \
+  local database=(); [ -n "${DB_URL:-}" ] && database=(HERALD_DATABASE_URL="$DB_URL")
+  env "${database[@]}" HERALD_ADDR="127.0.0.1:$1" HERALD_DATA_DIR="$dir" HERALD_WS_MAX_CONNECTIONS=30000 HERALD_LOG=warn \
     HERALD_MAX_CONNECTIONS_PER_IP=100000 HERALD_CONNECTION_RATE_PER_IP=100000 \
     "$BIN/herald" >"$dir/log" 2>&1 &
   HPID=$!; PIDS+=("$HPID")

@@ -10,7 +10,7 @@ use crate::hub::Hub;
 
 /// Under a constant load every once-a-second checkpoint copied the whole log
 /// (so none took the writer's turn), yet the log never started over: a commit
-/// racing each checkpoint kept one frame uncopied when the next write began.
+/// racing each checkpoint had added frames by the time the next write began.
 /// At 1,000 reports/s the file grew by 29 MB/s until the load stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_starts_over_under_a_constant_write_load() {
@@ -29,8 +29,8 @@ async fn the_log_starts_over_under_a_constant_write_load() {
             n
         }
     });
-    // What the log held before each checkpoint (the checkpoint's own count
-    // is of the frames it saw, so it is read by a second one right after).
+    // The frames the log holds after each checkpoint: they fall when it
+    // started over.
     let mut peak = 0;
     let mut restarts = 0;
     let mut last = 0;
