@@ -74,6 +74,33 @@ pub fn event_json(e: &Event, channel: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&event_envelope(e, channel)).expect("events always serialize"))
 }
 
+/// [`event_json`] written around the event's stored `data` text (the log's
+/// column, which [`data`] wrote) instead of its payload: a replay frames
+/// thousands of events per page, and building every `data` object again was
+/// a third of the server's work catching a subscriber up (S7 in
+/// BENCHMARKS.md). The bytes are [`event_json`]'s
+/// (`a_stored_event_frames_as_its_payload_does`), keys in `EventJson`'s order.
+pub fn event_json_stored(e: &Event, channel: &str, data: &str) -> Bytes {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        serde_json::to_writer(out, s).expect("strings always serialize");
+    }
+    let mut out = Vec::with_capacity(104 + channel.len() + e.actor.len() + data.len());
+    out.extend_from_slice(b"{\"type\":");
+    string(&mut out, e.payload.type_name());
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(e.seq).as_bytes());
+    out.extend_from_slice(b",\"channel\":");
+    string(&mut out, channel);
+    out.extend_from_slice(b",\"timestamp\":");
+    string(&mut out, &timestamp(e));
+    out.extend_from_slice(b",\"actor\":");
+    string(&mut out, &e.actor);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
 /// The payload's `data` object, as clients see it and the log stores it.
 pub fn data(payload: &EventPayload) -> Value {
     use EventPayload as P;
@@ -149,19 +176,48 @@ fn rename_detail(payload: &EventPayload, mut data: Value) -> Value {
 /// Rebuilds a payload from its type name and `data` object (the log's and
 /// the Redis link's form).
 pub fn payload(event_type: &str, data: Value) -> Result<EventPayload, serde_json::Error> {
+    payload_from(event_type, &data)
+}
+
+/// [`payload`] from the `data` object's text, read straight into the
+/// payload's types without building a [`Value`] first (a replay reads
+/// thousands per page).
+pub fn payload_from_text(event_type: &str, data: &str) -> Result<EventPayload, serde_json::Error> {
+    payload_from(event_type, data)
+}
+
+/// Where a payload's fields are read from: a parsed `data` object or its
+/// text. Execution and approval events read theirs twice (the kind's fields,
+/// then the ids beside them).
+trait Data: Copy {
+    fn read<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error>;
+}
+
+impl Data for &Value {
+    fn read<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        T::deserialize(self)
+    }
+}
+
+impl Data for &str {
+    fn read<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self)
+    }
+}
+
+fn payload_from(event_type: &str, data: impl Data) -> Result<EventPayload, serde_json::Error> {
     use EventPayload as P;
-    use serde_json::from_value as from;
     Ok(match event_type {
-        "task_created" => P::TaskCreated(from(data)?),
-        "task_progress" => P::TaskProgress(from(data)?),
-        "task_completed" => P::TaskCompleted(from(data)?),
-        "task_failed" => P::TaskFailed(from(data)?),
-        "task_cancelled" => P::TaskCancelled(from(data)?),
-        "agent_update" => P::AgentUpdate(from(data)?),
+        "task_created" => P::TaskCreated(data.read()?),
+        "task_progress" => P::TaskProgress(data.read()?),
+        "task_completed" => P::TaskCompleted(data.read()?),
+        "task_failed" => P::TaskFailed(data.read()?),
+        "task_cancelled" => P::TaskCancelled(data.read()?),
+        "agent_update" => P::AgentUpdate(data.read()?),
         other => {
-            if let Some(e) = execution(other, &data)? {
+            if let Some(e) = execution(other, data)? {
                 P::Execution(e)
-            } else if let Some(a) = approval(other, &data)? {
+            } else if let Some(a) = approval(other, data)? {
                 P::Approval(a)
             } else {
                 return Err(serde::de::Error::custom(format!("unknown event type '{other}'")));
@@ -179,10 +235,10 @@ struct ExecutionIds {
 
 /// An execution event from its type name and `data`; `None` if the type is
 /// not an execution's.
-fn execution(event_type: &str, data: &Value) -> Result<Option<ExecutionEvent>, serde_json::Error> {
+fn execution(event_type: &str, data: impl Data) -> Result<Option<ExecutionEvent>, serde_json::Error> {
     use ExecutionKind as K;
-    fn from<'a, T: Deserialize<'a>>(data: &'a Value) -> Result<T, serde_json::Error> {
-        T::deserialize(data)
+    fn from<T: serde::de::DeserializeOwned>(data: impl Data) -> Result<T, serde_json::Error> {
+        data.read()
     }
     let kind = match event_type {
         "execution_created" => K::Created(from(data)?),
@@ -213,18 +269,20 @@ struct ApprovalIds {
 
 /// An approval event from its type name and `data`; `None` if the type is
 /// not an approval's.
-fn approval(event_type: &str, data: &Value) -> Result<Option<ApprovalEvent>, serde_json::Error> {
+fn approval(event_type: &str, data: impl Data) -> Result<Option<ApprovalEvent>, serde_json::Error> {
     use ApprovalKind as K;
-    let from = ApprovalDecided::deserialize;
+    fn from(data: impl Data) -> Result<ApprovalDecided, serde_json::Error> {
+        data.read()
+    }
     let kind = match event_type {
-        "approval_required" => K::Required(ApprovalRequired::deserialize(data)?),
+        "approval_required" => K::Required(data.read::<ApprovalRequired>()?),
         "approved" => K::Approved(from(data)?),
         "rejected" => K::Rejected(from(data)?),
         "edited" => K::Edited(from(data)?),
         "responded" => K::Responded(from(data)?),
         _ => return Ok(None),
     };
-    let ids = ApprovalIds::deserialize(data)?;
+    let ids: ApprovalIds = data.read()?;
     Ok(Some(ApprovalEvent { approval_id: ids.approval_id, execution_id: ids.execution_id, kind }))
 }
 
@@ -420,6 +478,109 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// Every kind of event: the execution and approval ones above and each
+    /// task and agent event, with text that JSON must escape.
+    fn every_event() -> Vec<Event> {
+        use crate::domain::event::{AgentUpdate, TaskCreated, TaskProgress};
+        use crate::domain::{AgentStatus, TaskStatus};
+        let finished = |status, detail: &str| TaskFinished {
+            task_id: "t\"1".into(),
+            status,
+            progress: 100,
+            detail: detail.into(),
+        };
+        let tasks = [
+            EventPayload::TaskCreated(TaskCreated {
+                task_id: "t\"1".into(),
+                title: "Crème \u{1F600} \\ \n".into(),
+                description: String::new(),
+                agent_id: Some("a1".into()),
+                status: TaskStatus::Pending,
+            }),
+            EventPayload::TaskProgress(TaskProgress {
+                task_id: "t\"1".into(),
+                status: TaskStatus::InProgress,
+                progress: 50,
+                step: "s\t".into(),
+                tool: "grep".into(),
+                message: "<\u{7}>".into(),
+                error: true,
+            }),
+            EventPayload::TaskCompleted(finished(TaskStatus::Completed, "ok")),
+            EventPayload::TaskFailed(finished(TaskStatus::Failed, "boom")),
+            EventPayload::TaskCancelled(finished(TaskStatus::Cancelled, "stop")),
+            EventPayload::AgentUpdate(AgentUpdate {
+                agent_id: "a1".into(),
+                status: AgentStatus::Online,
+                name: "Ann".into(),
+                agent_type: "bot".into(),
+                capabilities: vec!["x".into(), "y\"".into()],
+            }),
+        ];
+        let at = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        tasks
+            .into_iter()
+            .chain(golden_events())
+            .enumerate()
+            .map(|(i, payload)| Event {
+                seq: 10_000_000_000 + i as u64,
+                tenant: "ten".into(),
+                timestamp: at,
+                actor: "ann \"the\" \u{1}admin".into(),
+                payload,
+            })
+            .collect()
+    }
+
+    /// A replay frames an event from its stored `data` text; the bytes must
+    /// be those of the event encoded from its payload, and the text must load
+    /// back into the payload it was written from.
+    #[test]
+    fn a_stored_event_frames_as_its_payload_does() {
+        let events = every_event();
+        assert_eq!(events.len(), 6 + golden_events().len());
+        for e in events {
+            let stored = serde_json::to_string(&data(&e.payload)).unwrap();
+            for channel in ["task_updates", "execution:x1", "task:t\"1"] {
+                assert_eq!(
+                    String::from_utf8(event_json_stored(&e, channel, &stored).to_vec()).unwrap(),
+                    String::from_utf8(event_json(&e, channel).to_vec()).unwrap(),
+                );
+            }
+            assert_eq!(payload_from_text(e.payload.type_name(), &stored).unwrap(), e.payload, "{stored}");
+        }
+        let err = payload_from_text("execution_paused", r#"{"execution_id":"x","status":"running"}"#);
+        assert!(err.unwrap_err().to_string().contains("unknown event type 'execution_paused'"));
+    }
+
+    /// `Event::is_on` answers as `Event::channels` does, for every kind of
+    /// event and channel.
+    #[test]
+    fn an_event_is_on_exactly_its_channels() {
+        use crate::domain::Channel;
+        let channels = [
+            Channel::TaskUpdates,
+            Channel::AgentStatus,
+            Channel::Approvals,
+            Channel::Task("t\"1".into()),
+            Channel::Task("x1".into()),
+            Channel::Task("a1".into()),
+            Channel::Agent("a1".into()),
+            Channel::Agent("t\"1".into()),
+            Channel::Execution("x1".into()),
+            Channel::Execution("x2".into()),
+            Channel::Execution("t\"1".into()),
+        ];
+        let mut on = 0;
+        for e in every_event() {
+            for ch in &channels {
+                assert_eq!(e.is_on(ch), e.channels().contains(ch), "{} on {ch}", e.payload.type_name());
+                on += usize::from(e.is_on(ch));
+            }
+        }
+        assert!(on > every_event().len(), "every event is on one channel at least; some on two");
     }
 
     /// `tests/data/event_forms.txt` was written by the untyped events (before

@@ -13,19 +13,51 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use tokio_util::task::AbortOnDropHandle;
+
 use crate::domain::{Actor, AppError, AppResult, Channel, Execution, Task};
 use crate::hub::{CloseReason, Delivery, Next, Subscriber};
-use crate::storage::Store;
+use crate::storage::{EventPage, Store};
 
 /// Events read per query while replaying. A subscriber far behind is caught
 /// up at the speed its pages come (S7: 500 gave ~83k events/s, 2,000 about
-/// 115k-150k on the 2-core bench machine); every replaying subscriber holds
-/// one page at a time, so this also bounds its memory (~1-2 MB).
+/// 115k-150k on the 2-core bench machine before pages were read ahead);
+/// every replaying subscriber holds two pages at a time (the one it sends
+/// and the next, read meanwhile), so this also bounds its memory (~2-3 MB).
+#[cfg(not(test))]
 const REPLAY_PAGE: u64 = 2000;
+/// Small in tests, so that a replay spans pages.
+#[cfg(test)]
+const REPLAY_PAGE: u64 = 4;
+
+/// A read of the store ahead of its replay. It runs on a blocking thread: a
+/// task spawned from the runtime waits in the spawning worker's LIFO slot,
+/// where no other worker can take it, until the session that spawned it
+/// yields, which it does only after decoding and writing its page (a 2,000
+/// event page waited ~3 ms that way, half the time it took to catch up).
+/// Dropped with its replay; a read already under way finishes unseen.
+type Page = AbortOnDropHandle<AppResult<EventPage>>;
 
 struct Replay {
     channels: Vec<Channel>,
     after: u64,
+    /// The read of the page after `after`. It starts as soon as the page
+    /// before it is taken (its last seq comes with it, before its events are
+    /// decoded), so the store reads the next page while this one is decoded
+    /// and written; it stays here until it is answered, so a dropped
+    /// `next_batch` loses nothing.
+    next: Option<Page>,
+}
+
+impl Replay {
+    fn read_ahead(&mut self, store: &Store, tenant: &str) {
+        let (store, tenant, channels, after) =
+            (store.clone(), tenant.to_string(), self.channels.clone(), self.after);
+        let runtime = tokio::runtime::Handle::current();
+        self.next = Some(AbortOnDropHandle::new(tokio::task::spawn_blocking(move || {
+            runtime.block_on(store.event_page(&tenant, &channels, after, REPLAY_PAGE))
+        })));
+    }
 }
 
 /// Why a subscription ended.
@@ -83,13 +115,15 @@ impl Subscription {
             self.high_water.insert(ch.to_string(), after.unwrap_or(0));
         }
         if let Some(after) = after {
-            self.replays.push_back(Replay { channels, after });
+            self.replays.push_back(Replay { channels, after, next: None });
         }
     }
 
     pub fn remove(&mut self, channel: &Channel) {
         self.sub.remove(&self.tenant, channel);
         self.high_water.remove(&channel.to_string());
+        // A read under way for the removed channel still answers; its
+        // events are filtered by the channels left when it is taken.
         for r in &mut self.replays {
             r.channels.retain(|c| c != channel);
         }
@@ -153,19 +187,19 @@ impl Subscription {
     /// lost if the future is dropped.
     pub async fn next_batch(&mut self) -> Result<Vec<Arc<Delivery>>, End> {
         loop {
-            if let Some(replay) = self.replays.front() {
-                // Boxed: the queries' futures are large, and this one lives
-                // inside every idle session's future (see ws::session's size test).
-                let events =
-                    Box::pin(self.store.events(&self.tenant, &replay.channels, replay.after, REPLAY_PAGE))
-                        .await
-                        .map_err(End::Failed)?;
+            if let Some(replay) = self.replays.front_mut() {
+                if replay.next.is_none() {
+                    replay.read_ahead(&self.store, &self.tenant);
+                }
+                let page = replay.next.as_mut().expect("set above").await;
+                replay.next = None;
+                let page = page.map_err(|e| End::Failed(AppError::internal(e)))?.map_err(End::Failed)?;
                 let after = replay.after;
                 // The pruner cuts the log from its start and the oldest kept
                 // seq only grows, so if it is still at most `after + 1` once
                 // the page is read, nothing after `after` was gone when it was
                 // read. A page that begins right after its cursor needs no look.
-                if events.first().is_none_or(|e| e.seq != after + 1)
+                if page.bounds.is_none_or(|(first, _)| first != after + 1)
                     && let Some(oldest_seq) =
                         Box::pin(self.store.cursor_expired(after)).await.map_err(End::Failed)?
                 {
@@ -173,24 +207,29 @@ impl Subscription {
                     return Err(End::Expired { channels: replay.channels, after, oldest_seq });
                 }
                 let replay = self.replays.front_mut().expect("checked above");
-                let Some(last) = events.last() else {
+                let Some((_, last)) = page.bounds else {
                     self.replays.pop_front();
                     continue;
                 };
-                replay.after = last.seq;
-                let mut out = Vec::new();
-                for event in events {
-                    let event = Arc::new(event);
-                    for ch in event.channels() {
-                        if !replay.channels.contains(&ch) {
+                replay.after = last;
+                replay.read_ahead(&self.store, &self.tenant);
+                let events = page.events().map_err(End::Failed)?;
+                // Names made once per page, not per event.
+                let names: Vec<(&Channel, Arc<str>)> =
+                    replay.channels.iter().map(|c| (c, Arc::from(c.to_string()))).collect();
+                let mut out = Vec::with_capacity(events.len());
+                for stored in events {
+                    let event = Arc::new(stored.event);
+                    for (ch, name) in &names {
+                        if !event.is_on(ch) {
                             continue;
                         }
-                        let name = ch.to_string();
-                        if let Some(hw) = self.high_water.get_mut(&name)
+                        if let Some(hw) = self.high_water.get_mut(&**name)
                             && event.seq > *hw
                         {
                             *hw = event.seq;
-                            out.push(Arc::new(Delivery::new(event.clone(), name.into())));
+                            let json = crate::encode::event_json_stored(&event, name, &stored.data);
+                            out.push(Arc::new(Delivery::with_json(event.clone(), name.clone(), json)));
                         }
                     }
                 }
@@ -258,6 +297,55 @@ mod tests {
         };
         let (next, ()) = tokio::join!(seqs(&mut sub), later);
         assert_eq!(next, [3], "seq 2 from the outbox was dropped");
+    }
+
+    /// A replay of many pages, read ahead while new events are committed and
+    /// while `next_batch` is dropped again and again before it answers:
+    /// every event arrives once, in order.
+    #[tokio::test]
+    async fn a_replay_read_ahead_loses_and_repeats_nothing() {
+        let (store, _dir) = store().await;
+        let hub = Hub::new();
+        let writer = writer(&store, &hub);
+        let actor = admin();
+        for i in 0..(REPLAY_PAGE * 5 + 1) {
+            writer.submit(&actor, create_task(&format!("a{i}"))).await.unwrap();
+        }
+        let mut sub = Subscription::new(hub.subscriber(1024), store.clone(), &actor);
+        sub.add(vec![Channel::TaskUpdates], Some(0));
+        let total = REPLAY_PAGE * 8;
+        let mut got = Vec::new();
+        let mut i = REPLAY_PAGE * 5 + 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while (got.len() as u64) < total {
+            assert!(tokio::time::Instant::now() < deadline, "stalled after {got:?}");
+            if i < total {
+                writer.submit(&actor, create_task(&format!("a{i}"))).await.unwrap();
+                i += 1;
+            }
+            // Dropped unanswered most of the time: cancel-safety under read-ahead.
+            if let Ok(batch) = tokio::time::timeout(Duration::from_micros(50), sub.next_batch()).await {
+                got.extend(batch.expect("open").iter().map(|d| d.event.seq));
+            }
+        }
+        assert_eq!(got, (1..=total).collect::<Vec<_>>());
+        // The replay's frames are those the event encodes to.
+        let mut again = Subscription::new(hub.subscriber(1024), store.clone(), &actor);
+        again.add(vec![Channel::TaskUpdates, Channel::Task("a3".into())], Some(2));
+        let batch = tokio::time::timeout(Duration::from_secs(5), again.next_batch()).await.unwrap().unwrap();
+        assert_eq!(
+            batch.iter().map(|d| (d.event.seq, &*d.channel)).collect::<Vec<_>>(),
+            [
+                (3, "task_updates"),
+                (4, "task_updates"),
+                (4, "task:a3"),
+                (5, "task_updates"),
+                (6, "task_updates")
+            ]
+        );
+        for d in batch {
+            assert_eq!(d.json(), crate::encode::event_json(&d.event, &d.channel));
+        }
     }
 
     /// Retention pruning the log after the transport checked the cursor but

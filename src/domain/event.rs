@@ -387,4 +387,38 @@ impl Event {
         };
         topic.into_iter().chain([self.payload.resource()]).collect()
     }
+
+    /// Whether `channel` is one of [`Event::channels`], without building them
+    /// (a replay asks for every event of a page).
+    pub fn is_on(&self, channel: &Channel) -> bool {
+        use EventPayload as P;
+        let resource = match &self.payload {
+            P::TaskCreated(p) => &p.task_id,
+            P::TaskProgress(p) => &p.task_id,
+            P::TaskCompleted(p) | P::TaskFailed(p) | P::TaskCancelled(p) => &p.task_id,
+            P::AgentUpdate(p) => &p.agent_id,
+            P::Execution(e) => &e.execution_id,
+            P::Approval(a) => &a.execution_id,
+        };
+        match channel {
+            Channel::TaskUpdates => self.payload.topic() == TOPIC_TASKS,
+            Channel::AgentStatus => self.payload.topic() == TOPIC_AGENTS,
+            Channel::Approvals => self.payload.topic() == TOPIC_APPROVALS,
+            Channel::Task(id) => {
+                id == resource
+                    && matches!(
+                        self.payload,
+                        P::TaskCreated(_)
+                            | P::TaskProgress(_)
+                            | P::TaskCompleted(_)
+                            | P::TaskFailed(_)
+                            | P::TaskCancelled(_)
+                    )
+            }
+            Channel::Agent(id) => id == resource && matches!(self.payload, P::AgentUpdate(_)),
+            Channel::Execution(id) => {
+                id == resource && matches!(self.payload, P::Execution(_) | P::Approval(_))
+            }
+        }
+    }
 }

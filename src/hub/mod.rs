@@ -33,6 +33,12 @@ impl Delivery {
         Self { event, channel, json: OnceLock::new(), collapsed: None }
     }
 
+    /// A delivery whose JSON is already written: a replay frames events from
+    /// their stored `data` ([`crate::encode::event_json_stored`]).
+    pub fn with_json(event: Arc<Event>, channel: Arc<str>, json: Bytes) -> Self {
+        Self { event, channel, json: OnceLock::from(json), collapsed: None }
+    }
+
     /// This delivery for one subscriber, telling it which older reports of
     /// the same task were skipped (merged with any it already told).
     fn with_collapsed(&self, skipped: Collapsed) -> Self {

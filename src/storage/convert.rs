@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use super::StoredEvent;
 use super::entities::{agent, approval, event, execution, task};
 use crate::domain::{
     Agent, AgentStatus, AppError, Approval, DecisionKind, Event, Execution, ExecutionStatus, Task, TaskStatus,
@@ -96,21 +97,26 @@ pub fn agent_to_row(a: &Agent) -> agent::Model {
 }
 
 pub fn event_from_row(m: event::Model) -> Result<Event, AppError> {
-    let data: serde_json::Value =
-        serde_json::from_str(&m.data).map_err(|_| corrupt("event data", &m.data))?;
-    event_from_parts(m.seq, &m.tenant, m.actor, m.created_at, &m.event_type, data)
+    Ok(stored_event_from_row(m)?.event)
 }
 
-/// An event from its stored columns, `data` already parsed.
+/// An event with its `data` column's text kept beside it.
+pub fn stored_event_from_row(m: event::Model) -> Result<StoredEvent, AppError> {
+    let event = event_from_parts(m.seq, &m.tenant, m.actor, m.created_at, &m.event_type, &m.data)?;
+    Ok(StoredEvent { event, data: m.data })
+}
+
+/// An event from its stored columns; `data` is the column's JSON text.
 pub fn event_from_parts(
     seq: i64,
     tenant: &str,
     actor: String,
     created_at: i64,
     event_type: &str,
-    data: serde_json::Value,
+    data: &str,
 ) -> Result<Event, AppError> {
-    let payload = crate::encode::payload(event_type, data).map_err(|_| corrupt("event", event_type))?;
+    let payload =
+        crate::encode::payload_from_text(event_type, data).map_err(|_| corrupt("event", event_type))?;
     Ok(Event { seq: seq as u64, tenant: tenant.into(), timestamp: time(created_at)?, actor, payload })
 }
 

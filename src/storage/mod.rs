@@ -8,6 +8,7 @@ pub mod entities;
 mod idempotency;
 mod lock;
 mod migration;
+mod pages;
 #[cfg(test)]
 mod postgres_tests;
 mod retention;
@@ -30,10 +31,10 @@ pub use convert::{millis, time};
 use entities::{agent, approval, event, execution, task};
 pub use idempotency::{Answer, Remembered};
 pub use lock::WriterLock;
+pub use pages::{EventPage, StoredEvent};
 pub use runs::AguiRun;
 pub use unit::{CommitError, KnownTasks, LockKeys, UnitOfWork};
 
-use crate::domain::channel::ChannelFilter;
 use crate::domain::{
     Agent, AppError, AppResult, Approval, ApprovalListing, Channel, Event, Execution, ProgressEntry, Task,
     TaskStatus,
@@ -570,94 +571,5 @@ impl Store {
         let stmt = Statement::from_sql_and_values(self.backend(), sql, [millis(since).into()]);
         let rows = self.db.query_all_raw(stmt).await.map_err(db_err("list live nodes"))?;
         rows.iter().map(|r| r.try_get::<String>("", "id").map_err(db_err("list live nodes"))).collect()
-    }
-
-    /// Stored events of any of `channels` in `tenant` with seq > `after`, oldest
-    /// first, at most `limit`.
-    pub async fn events(
-        &self,
-        tenant: &str,
-        channels: &[Channel],
-        after: u64,
-        limit: u64,
-    ) -> AppResult<Vec<Event>> {
-        if self.backend() == DbBackend::Sqlite {
-            return self.events_sqlite(tenant, channels, after, limit).await;
-        }
-        let mut any = sea_orm::Condition::any();
-        for ch in channels {
-            any = match ch.filter() {
-                ChannelFilter::Topic(t) => any.add(event::Column::Topic.eq(t)),
-                ChannelFilter::Resource(r) => any.add(event::Column::Resource.eq(r)),
-            };
-        }
-        let rows = event::Entity::find()
-            .filter(event::Column::Tenant.eq(tenant))
-            .filter(event::Column::Seq.gt(after as i64))
-            .filter(any)
-            .order_by_asc(event::Column::Seq)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(db_err("read events"))?;
-        rows.into_iter().map(convert::event_from_row).collect()
-    }
-
-    /// [`Store::events`] on SQLite: the page comes back as one row, a JSON
-    /// array built by SQLite, instead of a row per event. sqlx-sqlite hands
-    /// every row from its worker thread to the runtime over a channel, and
-    /// that handoff (a wake-up, often a context switch, per row) was most of
-    /// the cost of catching a subscriber up (S7 in BENCHMARKS.md).
-    async fn events_sqlite(
-        &self,
-        tenant: &str,
-        channels: &[Channel],
-        after: u64,
-        limit: u64,
-    ) -> AppResult<Vec<Event>> {
-        if channels.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut values: Vec<sea_orm::Value> = vec![tenant.into(), (after as i64).into()];
-        let mut any = Vec::with_capacity(channels.len());
-        for ch in channels {
-            match ch.filter() {
-                ChannelFilter::Topic(t) => {
-                    any.push("topic = ?");
-                    values.push(t.into());
-                }
-                ChannelFilter::Resource(r) => {
-                    any.push("resource = ?");
-                    values.push(r.into());
-                }
-            }
-        }
-        values.push((limit as i64).into());
-        // The subquery's order is not promised to survive the aggregate, so
-        // the page is sorted again by seq below (it almost always is already).
-        let sql = format!(
-            "SELECT json_group_array(json_array(seq, actor, created_at, event_type, json(data))) AS page \
-             FROM (SELECT seq, actor, created_at, event_type, data FROM events \
-             WHERE tenant = ? AND seq > ? AND ({}) ORDER BY seq LIMIT ?)",
-            any.join(" OR ")
-        );
-        let stmt = Statement::from_sql_and_values(DbBackend::Sqlite, sql, values);
-        let what = "read events";
-        let row = self.db.query_one_raw(stmt).await.map_err(db_err(what))?;
-        let Some(page) = row.map(|r| r.try_get::<String>("", "page")).transpose().map_err(db_err(what))?
-        else {
-            return Ok(Vec::new());
-        };
-        type Row = (i64, String, i64, String, serde_json::Value);
-        let rows: Vec<Row> = serde_json::from_str(&page)
-            .map_err(|e| AppError::internal(anyhow::anyhow!("{what}: the page is not valid JSON: {e}")))?;
-        let mut events = rows
-            .into_iter()
-            .map(|(seq, actor, created_at, event_type, data)| {
-                convert::event_from_parts(seq, tenant, actor, created_at, &event_type, data)
-            })
-            .collect::<AppResult<Vec<Event>>>()?;
-        events.sort_unstable_by_key(|e| e.seq);
-        Ok(events)
     }
 }
