@@ -19,13 +19,15 @@ use crate::domain::{Actor, AppError, AppResult, Channel, Execution, Task};
 use crate::hub::{CloseReason, Delivery, Next, Subscriber};
 use crate::storage::{EventPage, Store};
 
-/// Events read per query while replaying. A subscriber far behind is caught
-/// up at the speed its pages come (S7: 500 gave ~83k events/s, 2,000 about
-/// 115k-150k on the 2-core bench machine before pages were read ahead);
-/// every replaying subscriber holds two pages at a time (the one it sends
-/// and the next, read meanwhile), so this also bounds its memory (~2-3 MB).
+/// Events read per query while replaying. With the next page read while one
+/// is decoded and written, S7 (1,000,000 behind, 100 live subscribers, on the
+/// 2-core bench machine) caught up at 296-330k events/s with 500, 374-398k
+/// with 1,000 and 373-408k with 2,000; but a 2,000 page holds a runtime
+/// worker ~2.7 ms while it is decoded, and the live subscribers' p99 went
+/// from 6.5-7.4 ms (1,000) to 10-14 ms. Every replaying subscriber holds two
+/// pages at a time (the one it sends and the next), ~1-2 MB.
 #[cfg(not(test))]
-const REPLAY_PAGE: u64 = 2000;
+const REPLAY_PAGE: u64 = 1000;
 /// Small in tests, so that a replay spans pages.
 #[cfg(test)]
 const REPLAY_PAGE: u64 = 4;
