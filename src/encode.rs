@@ -5,7 +5,8 @@
 //! string (`grpc::convert`).
 //!
 //! - [`data`] / [`payload`]: a payload to its snake_case `data` object and
-//!   back (from its type name and that object: the log's and Redis' form).
+//!   back (from its type name and that object: the log's and Redis' form;
+//!   [`payload_from_text`] reads the stored text without a `Value`).
 //!   An execution's or approval's `data` is one flat object: its ids (and an
 //!   execution's `status`) beside the fields of its kind, which
 //!   [`execution_data`] / [`approval_data`] give alone (gRPC's `data` text).
@@ -13,7 +14,8 @@
 //!   `{"type", "seq", "channel", "timestamp", "actor", "data"}` (its schema in
 //!   `/openapi.json` is derived from [`EventJson`]); the bytes are
 //!   what the hub caches per delivery ([`crate::hub::Delivery::json`]), so N
-//!   subscribers cost one encoding.
+//!   subscribers cost one encoding. A replay writes the same bytes around the
+//!   stored `data` text ([`event_json_stored`]).
 
 use bytes::Bytes;
 use chrono::SecondsFormat;
