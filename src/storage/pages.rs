@@ -91,6 +91,24 @@ impl EventPage {
     }
 }
 
+/// The events of any of `channels` in `tenant` after `after`, oldest first,
+/// at most `limit`: the one channel filter both backends read pages with.
+fn page_query(tenant: &str, channels: &[Channel], after: u64, limit: u64) -> sea_orm::Select<event::Entity> {
+    let mut any = sea_orm::Condition::any();
+    for ch in channels {
+        any = match ch.filter() {
+            ChannelFilter::Topic(t) => any.add(event::Column::Topic.eq(t)),
+            ChannelFilter::Resource(r) => any.add(event::Column::Resource.eq(r)),
+        };
+    }
+    event::Entity::find()
+        .filter(event::Column::Tenant.eq(tenant))
+        .filter(event::Column::Seq.gt(after as i64))
+        .filter(any)
+        .order_by_asc(event::Column::Seq)
+        .limit(limit)
+}
+
 impl Store {
     /// Stored events of any of `channels` in `tenant` with seq > `after`, oldest
     /// first, at most `limit`.
@@ -116,22 +134,8 @@ impl Store {
         if self.backend() == DbBackend::Sqlite {
             return self.event_page_sqlite(tenant, channels, after, limit).await;
         }
-        let mut any = sea_orm::Condition::any();
-        for ch in channels {
-            any = match ch.filter() {
-                ChannelFilter::Topic(t) => any.add(event::Column::Topic.eq(t)),
-                ChannelFilter::Resource(r) => any.add(event::Column::Resource.eq(r)),
-            };
-        }
-        let rows = event::Entity::find()
-            .filter(event::Column::Tenant.eq(tenant))
-            .filter(event::Column::Seq.gt(after as i64))
-            .filter(any)
-            .order_by_asc(event::Column::Seq)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(db_err("read events"))?;
+        let rows =
+            page_query(tenant, channels, after, limit).all(&self.db).await.map_err(db_err("read events"))?;
         let events = rows.into_iter().map(convert::stored_event_from_row).collect::<AppResult<Vec<_>>>()?;
         let bounds = events.first().zip(events.last()).map(|(a, b)| (a.event.seq, b.event.seq));
         Ok(EventPage { bounds, body: Body::Decoded(events) })
@@ -156,30 +160,26 @@ impl Store {
         if channels.is_empty() {
             return Ok(empty());
         }
-        let mut values: Vec<sea_orm::Value> = vec![tenant.into(), (after as i64).into()];
-        let mut any = Vec::with_capacity(channels.len());
-        for ch in channels {
-            match ch.filter() {
-                ChannelFilter::Topic(t) => {
-                    any.push("topic = ?");
-                    values.push(t.into());
-                }
-                ChannelFilter::Resource(r) => {
-                    any.push("resource = ?");
-                    values.push(r.into());
-                }
-            }
-        }
-        values.push((limit as i64).into());
+        use sea_orm::QueryTrait;
+        // The page query, selecting what the aggregates read, as a subquery.
+        let page = page_query(tenant, channels, after, limit)
+            .select_only()
+            .columns([
+                event::Column::Seq,
+                event::Column::Actor,
+                event::Column::CreatedAt,
+                event::Column::EventType,
+                event::Column::Data,
+            ])
+            .build(DbBackend::Sqlite);
         let sql = format!(
             "SELECT min(seq) AS first, max(seq) AS last, '[' || group_concat(seq) || ']' AS seqs, \
              '[' || group_concat(json_quote(actor)) || ']' AS actors, \
              '[' || group_concat(created_at) || ']' AS times, group_concat(event_type) AS types, \
-             '[' || group_concat(data) || ']' AS data \
-             FROM (SELECT seq, actor, created_at, event_type, data FROM events \
-             WHERE tenant = ? AND seq > ? AND ({}) ORDER BY seq LIMIT ?)",
-            any.join(" OR ")
+             '[' || group_concat(data) || ']' AS data FROM ({})",
+            page.sql
         );
+        let values = page.values.map(|v| v.0).unwrap_or_default();
         let stmt = Statement::from_sql_and_values(DbBackend::Sqlite, sql, values);
         let what = "read events";
         let Some(row) = self.db.query_one_raw(stmt).await.map_err(db_err(what))? else {
