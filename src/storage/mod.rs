@@ -171,6 +171,15 @@ impl Store {
                     .pragma("journal_size_limit", "67108864")
                     .pragma("temp_store", "memory")
             });
+        if !url.starts_with("postgres") {
+            // sqlx pings a pooled connection on every checkout by default: on
+            // SQLite a round trip to the connection's worker thread at the
+            // start of every writer batch (and read), for a connection that
+            // lives in this process and cannot be dropped by a server. Only
+            // one idle for a while is pinged. PostgreSQL keeps the ping: a
+            // hot connection can still have been cut by a restart.
+            opts.test_before_acquire_if_idle_for(Duration::from_secs(30));
+        }
         if url.contains(":memory:") {
             // Every pooled connection would otherwise get its own empty database.
             opts.max_connections(1);
