@@ -709,6 +709,49 @@ mod tests {
         lost_commit_answer_is_settled_from_the_log(store).await;
     }
 
+    /// On SQLite the writer numbers events from the counter it remembers, and
+    /// sets the counter row in the statement that writes them. Through every
+    /// way a batch can end (committed; refused at commit, so applied again
+    /// command by command; a COMMIT whose answer was lost, stored or not) the
+    /// seqs stay gap-free and the counter row stays the log's last seq.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_remembered_counter_stays_the_logs() {
+        use sea_orm::ConnectionTrait;
+        let (store, _dir) = store().await;
+        store
+            .connection()
+            .execute_unprepared(
+                "CREATE TRIGGER refuse BEFORE INSERT ON tasks WHEN NEW.title = 'reject me' \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .await
+            .unwrap();
+        let writer = writer(&store, &Hub::new());
+        let actor = admin();
+        let create = |id: &str| writer.submit(&actor, create_task(id));
+        let mut seqs = Vec::new();
+        for id in ["a", "b"] {
+            seqs.push(create(id).await.expect("stored").last_seq);
+        }
+        let (c, bad, d) = tokio::join!(create("c"), create("reject me"), create("d"));
+        assert!(bad.is_err(), "{bad:?}");
+        seqs.extend([c.expect("c stored").last_seq, d.expect("d stored").last_seq]);
+        seqs.push(create("e").await.expect("stored").last_seq);
+        store.lose_next_commit_reply(true);
+        seqs.push(create("f").await.expect("settled as stored").last_seq);
+        seqs.push(create("g").await.expect("stored").last_seq);
+        store.lose_next_commit_reply(false);
+        assert!(create("h").await.is_err(), "not stored");
+        for id in ["i", "j"] {
+            seqs.push(create(id).await.expect("stored").last_seq);
+        }
+        assert_eq!(seqs, (1..=9).collect::<Vec<u64>>(), "gap-free");
+        assert_eq!(store.last_seq().await.unwrap(), 9, "the counter row is the last seq");
+        let logged: Vec<u64> =
+            store.events_between(1, 100, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(logged, seqs, "the log holds exactly the answered seqs");
+    }
+
     /// A COMMIT that failed unanswered and did not commit: the log shows
     /// nothing, so the callers hear "not stored", nothing is published, and
     /// the next batch takes the same seqs.

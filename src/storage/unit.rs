@@ -76,9 +76,11 @@ impl<K: Hash + Eq, T: Clone> Cache<K, T> {
 }
 
 /// Tasks as last committed, kept by a writer that is the only one writing
-/// (a single node), so hot tasks are not read back before every change.
+/// (a single node), so hot tasks are not read back before every change; and,
+/// on SQLite, the event counter as last committed, so events are numbered
+/// without reading it (see `UnitOfWork::number_events`).
 #[derive(Default)]
-pub struct KnownTasks(HashMap<String, Task>);
+pub struct KnownTasks(HashMap<String, Task>, Option<u64>);
 
 const KNOWN_TASKS_LIMIT: usize = 20_000;
 
@@ -105,6 +107,16 @@ pub struct UnitOfWork {
     events: Vec<NewEvent>,
     /// Events written by earlier `flush`es, in seq order.
     written: Vec<Event>,
+    /// The event counter's value in this transaction, when this unit of work
+    /// knows it (a single writer on SQLite, no savepoint opened): events are
+    /// then numbered from it, and the counter is set by `write_rows` in the
+    /// statement that writes them.
+    counter: Option<u64>,
+    /// Whether `counter` is kept (false once a savepoint is opened: rolling
+    /// back to one restores the row, not this copy).
+    tracks_counter: bool,
+    /// The counter's new value, for `write_rows` to set.
+    counter_to_write: Option<u64>,
     #[cfg(test)]
     lose_commit_reply: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// With `lose_commit_reply`: roll back instead of committing.
@@ -144,8 +156,12 @@ fn not_found(what: &str, id: &str) -> AppError {
 
 impl UnitOfWork {
     pub(super) async fn begin(db: &DatabaseConnection, known: Option<KnownTasks>) -> AppResult<Self> {
+        let tracks_counter = known.is_some() && db.get_database_backend() == sea_orm::DbBackend::Sqlite;
         Ok(Self {
             txn: db.begin().await.map_err(db_err("begin transaction"))?,
+            counter: known.as_ref().and_then(|k| k.1).filter(|_| tracks_counter),
+            tracks_counter,
+            counter_to_write: None,
             known,
             tasks: Cache::new(),
             agents: Cache::new(),
@@ -186,6 +202,9 @@ impl UnitOfWork {
     /// statement failed accepts nothing but a rollback to one.
     pub async fn savepoint(&mut self) -> AppResult<Snapshot> {
         self.sql(&format!("SAVEPOINT {SAVEPOINT}"), "open savepoint").await?;
+        // From here on the counter is read from its row (`number_events`).
+        self.tracks_counter = false;
+        self.counter = None;
         Ok(Snapshot {
             tasks: self.tasks.clone(),
             agents: self.agents.clone(),
@@ -578,7 +597,9 @@ impl UnitOfWork {
             let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
             return Err(CommitError::Ambiguous { error, events });
         }
+        let counter = self.counter.filter(|_| self.tracks_counter);
         let known = self.known.map(|mut k| {
+            k.1 = counter;
             k.remember(self.tasks.into_values());
             k
         });
@@ -587,12 +608,35 @@ impl UnitOfWork {
 
     /// Takes the next seqs from the counter row. Its row lock is held until
     /// commit, so commits happen in seq order and a reader never sees seq N+1
-    /// before N — which is what makes resume-from-cursor lossless.
+    /// before N — which is what makes resume-from-cursor lossless. When this
+    /// unit of work knows the counter (`counter`), the seqs follow it and the
+    /// row is set in the statement that writes the events (`write_rows`), one
+    /// round trip fewer; otherwise the row is bumped and read back here.
     async fn number_events(&mut self) -> AppResult<Vec<Event>> {
-        let n = self.events.len() as i64;
+        let n = self.events.len() as u64;
         if n == 0 {
             return Ok(Vec::new());
         }
+        let last = match self.counter {
+            Some(counter) => {
+                self.counter_to_write = Some(counter + n);
+                counter + n
+            }
+            None => self.bump_counter(n).await?,
+        };
+        if self.tracks_counter {
+            self.counter = Some(last);
+        }
+        let first = last - n + 1;
+        Ok(std::mem::take(&mut self.events)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.with_seq(first + i as u64))
+            .collect())
+    }
+
+    /// Adds `n` to the counter row and returns its new value.
+    async fn bump_counter(&mut self, n: u64) -> AppResult<u64> {
         let backend = self.txn.get_database_backend();
         let stmt = Statement::from_sql_and_values(
             backend,
@@ -602,7 +646,7 @@ impl UnitOfWork {
                 }
                 _ => "UPDATE herald_counters SET value = value + ? WHERE name = 'event_seq' RETURNING value",
             },
-            [n.into()],
+            [(n as i64).into()],
         );
         let row = self
             .txn
@@ -611,12 +655,7 @@ impl UnitOfWork {
             .map_err(db_err("number events"))?
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("event_seq counter row is missing")))?;
         let last: i64 = row.try_get("", "value").map_err(db_err("number events"))?;
-        let first = (last - n + 1) as u64;
-        Ok(std::mem::take(&mut self.events)
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| e.with_seq(first + i as u64))
-            .collect())
+        Ok(last as u64)
     }
 
     /// Stores the answers of the idempotency keys recorded since the last
@@ -636,13 +675,45 @@ impl UnitOfWork {
         idempotency::answer(&self.txn, new).await
     }
 
-    async fn write_rows(&self, events: &[Event]) -> AppResult<()> {
-        let txn = &self.txn;
-        upsert::<task::Entity, _>(txn, self.tasks.rows(task_to_row)).await?;
-        upsert::<agent::Entity, _>(txn, self.agents.rows(agent_to_row)).await?;
-        upsert::<execution::Entity, _>(txn, self.executions.rows(execution_to_row)).await?;
-        upsert::<approval::Entity, _>(txn, self.approvals.rows(approval_to_row)).await?;
-        insert_all::<event::Entity, event::ActiveModel>(txn, events.iter().map(event_to_row).collect()).await
+    /// Writes every changed row and the events: one statement per table
+    /// (and per `INSERT_CHUNK` rows) on PostgreSQL; on SQLite all of them in
+    /// one round trip to the connection's thread (several statements in one
+    /// text), with the counter row when it was numbered here.
+    async fn write_rows(&mut self, events: &[Event]) -> AppResult<()> {
+        let mut statements = Vec::new();
+        if let Some(value) = self.counter_to_write.take() {
+            statements.push((
+                "UPDATE herald_counters SET value = ? WHERE name = 'event_seq'".to_string(),
+                vec![sea_orm::Value::from(value as i64)],
+            ));
+        }
+        let backend = self.txn.get_database_backend();
+        write_many::<task::Entity, _>(backend, &mut statements, self.tasks.rows(task_to_row), Write::Upsert)?;
+        write_many::<agent::Entity, _>(
+            backend,
+            &mut statements,
+            self.agents.rows(agent_to_row),
+            Write::Upsert,
+        )?;
+        let executions = self.executions.rows(execution_to_row);
+        write_many::<execution::Entity, _>(backend, &mut statements, executions, Write::Upsert)?;
+        let approvals = self.approvals.rows(approval_to_row);
+        write_many::<approval::Entity, _>(backend, &mut statements, approvals, Write::Upsert)?;
+        let events = (events.iter().map(event_to_row).collect(), Vec::new());
+        write_many::<event::Entity, _>(backend, &mut statements, events, Write::Insert)?;
+        if backend == sea_orm::DbBackend::Sqlite && statements.len() > 1 {
+            // sqlx runs a text of several statements in order, binding the
+            // values to each in turn.
+            let (texts, values): (Vec<String>, Vec<Vec<sea_orm::Value>>) = statements.into_iter().unzip();
+            statements = vec![(texts.join(";\n"), values.into_iter().flatten().collect())];
+        }
+        for (sql, values) in statements {
+            self.txn
+                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await
+                .map_err(|e| db_fail(e, "write rows".into()))?;
+        }
+        Ok(())
     }
 }
 
@@ -663,70 +734,50 @@ pub struct LockKeys {
     pub executions: BTreeSet<String>,
 }
 
-/// Inserts new rows and updates changed ones in one statement per chunk
-/// (`INSERT … ON CONFLICT (primary key) DO UPDATE`), on both backends.
-async fn upsert<E, A>(
-    txn: &DatabaseTransaction,
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    /// `INSERT`
+    Insert,
+    /// `INSERT … ON CONFLICT (primary key) DO UPDATE`
+    Upsert,
+}
+
+/// Adds the statements that write `new` and `changed` rows to `statements`:
+/// one per `INSERT_CHUNK` rows. Every write of the writer comes here, once per
+/// table per batch, so the statement is written directly rather than through
+/// sea-query's `InsertMany`: building it (the active models, the expression
+/// tree, a cloned value per parameter, then the text) was about a fifth of the
+/// writer's time under streamed ingest. The text is what `InsertMany …
+/// on_conflict(…)` writes; the values are moved out of the rows, not cloned.
+fn write_many<E, A>(
+    backend: sea_orm::DbBackend,
+    statements: &mut Vec<(String, Vec<sea_orm::Value>)>,
     (new, changed): (Vec<E::Model>, Vec<E::Model>),
+    how: Write,
 ) -> AppResult<()>
 where
     E: EntityTrait<ActiveModel = A>,
     A: ActiveModelTrait<Entity = E> + Send,
     E::Model: IntoActiveModel<A>,
 {
-    write_many::<E, A>(txn, new.into_iter().chain(changed).collect(), Write::Upsert).await
-}
-
-async fn insert_all<E, A>(txn: &DatabaseTransaction, rows: Vec<E::Model>) -> AppResult<()>
-where
-    E: EntityTrait<ActiveModel = A>,
-    A: ActiveModelTrait<Entity = E> + Send,
-    E::Model: IntoActiveModel<A>,
-{
-    write_many::<E, A>(txn, rows, Write::Insert).await
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Write {
-    Insert,
-    Upsert,
-}
-
-/// Writes rows in one statement per chunk. Every write of the writer comes
-/// here, once per table per batch, so the statement is written directly
-/// rather than through sea-query's `InsertMany`: building it (the active
-/// models, the expression tree, a cloned value per parameter, then the text)
-/// was about a fifth of the writer's time under streamed ingest. The text is
-/// what `InsertMany … on_conflict(…)` writes; the values are moved out of the
-/// rows, not cloned.
-async fn write_many<E, A>(txn: &DatabaseTransaction, rows: Vec<E::Model>, how: Write) -> AppResult<()>
-where
-    E: EntityTrait<ActiveModel = A>,
-    A: ActiveModelTrait<Entity = E> + Send,
-    E::Model: IntoActiveModel<A>,
-{
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let backend = txn.get_database_backend();
-    let table = E::default().table_name();
     let columns: Vec<E::Column> = E::Column::iter().collect();
-    let mut rows = rows.into_iter().peekable();
+    let mut rows = new.into_iter().chain(changed).peekable();
     while rows.peek().is_some() {
-        let mut values = Vec::with_capacity(INSERT_CHUNK.min(rows.len()) * columns.len());
+        let mut values = Vec::with_capacity(INSERT_CHUNK.min(rows.size_hint().0) * columns.len());
+        let mut count = 0;
         for row in rows.by_ref().take(INSERT_CHUNK) {
             let mut row = row.into_active_model();
+            // A model turned into an active model has every column (as
+            // `Unchanged`): `take` moves each value out.
             for &c in &columns {
-                let value = row.take(c).into_value();
-                values.push(value.ok_or_else(|| {
+                values.push(row.take(c).into_value().ok_or_else(|| {
+                    let table = E::default().table_name();
                     AppError::internal(anyhow::anyhow!("{table}.{} has no value to write", c.as_str()))
                 })?);
             }
+            count += 1;
         }
-        let sql = insert_sql::<E>(backend, values.len() / columns.len(), how);
-        txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await
-            .map_err(|e| db_fail(e, format!("write rows into {table}")))?;
+        statements.push((insert_sql::<E>(backend, count, how), values));
     }
     Ok(())
 }
