@@ -80,18 +80,22 @@ impl<K: Hash + Eq, T: Clone> Cache<K, T> {
 /// on SQLite, the event counter as last committed, so events are numbered
 /// without reading it (see `UnitOfWork::number_events`).
 #[derive(Default)]
-pub struct KnownTasks(HashMap<String, Task>, Option<u64>);
+pub struct KnownTasks {
+    tasks: HashMap<String, Task>,
+    /// The event counter as last committed (SQLite only; `None`: read it).
+    last_seq: Option<u64>,
+}
 
 const KNOWN_TASKS_LIMIT: usize = 20_000;
 
 impl KnownTasks {
     fn remember(&mut self, tasks: impl Iterator<Item = Task>) {
         for t in tasks {
-            if self.0.len() >= KNOWN_TASKS_LIMIT && !self.0.contains_key(&t.id) {
+            if self.tasks.len() >= KNOWN_TASKS_LIMIT && !self.tasks.contains_key(&t.id) {
                 // Forgetting is always safe: the next change reads the row.
-                self.0.clear();
+                self.tasks.clear();
             }
-            self.0.insert(t.id.clone(), t);
+            self.tasks.insert(t.id.clone(), t);
         }
     }
 }
@@ -159,7 +163,7 @@ impl UnitOfWork {
         let tracks_counter = known.is_some() && db.get_database_backend() == sea_orm::DbBackend::Sqlite;
         Ok(Self {
             txn: db.begin().await.map_err(db_err("begin transaction"))?,
-            counter: known.as_ref().and_then(|k| k.1).filter(|_| tracks_counter),
+            counter: known.as_ref().and_then(|k| k.last_seq).filter(|_| tracks_counter),
             tracks_counter,
             counter_to_write: None,
             known,
@@ -296,7 +300,7 @@ impl UnitOfWork {
 
     /// The task as this unit of work sees it; the row is locked on PostgreSQL.
     pub async fn task(&mut self, tenant: &str, id: &str) -> AppResult<Task> {
-        let known = self.known.as_ref().and_then(|k| k.0.get(id)).cloned();
+        let known = self.known.as_ref().and_then(|k| k.tasks.get(id)).cloned();
         let t = match self.tasks.get(&id.to_string()) {
             Some(t) => t,
             None if known.is_some() => self.tasks.loaded(id.to_string(), known.expect("checked")),
@@ -599,7 +603,7 @@ impl UnitOfWork {
         }
         let counter = self.counter.filter(|_| self.tracks_counter);
         let known = self.known.map(|mut k| {
-            k.1 = counter;
+            k.last_seq = counter;
             k.remember(self.tasks.into_values());
             k
         });
@@ -681,6 +685,7 @@ impl UnitOfWork {
     /// text), with the counter row when it was numbered here.
     async fn write_rows(&mut self, events: &[Event]) -> AppResult<()> {
         let mut statements = Vec::new();
+        // Set only on SQLite (see `begin`), hence the `?`.
         if let Some(value) = self.counter_to_write.take() {
             statements.push((
                 "UPDATE herald_counters SET value = ? WHERE name = 'event_seq'".to_string(),
