@@ -646,10 +646,10 @@ mod tests {
         assert!(tap.try_recv().is_err(), "nothing else was published");
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn database_refusal_fails_one_command_sqlite() {
+    /// A constraint the application does not check: SQLite refuses a task
+    /// titled "reject me" when its row is written.
+    async fn refuse_reject_me_on_sqlite(store: &Store) {
         use sea_orm::ConnectionTrait;
-        let (store, _dir) = store().await;
         store
             .connection()
             .execute_unprepared(
@@ -658,6 +658,12 @@ mod tests {
             )
             .await
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn database_refusal_fails_one_command_sqlite() {
+        let (store, _dir) = store().await;
+        refuse_reject_me_on_sqlite(&store).await;
         database_refusal_fails_one_command(store).await;
     }
 
@@ -716,16 +722,8 @@ mod tests {
     /// seqs stay gap-free and the counter row stays the log's last seq.
     #[tokio::test(flavor = "current_thread")]
     async fn the_remembered_counter_stays_the_logs() {
-        use sea_orm::ConnectionTrait;
         let (store, _dir) = store().await;
-        store
-            .connection()
-            .execute_unprepared(
-                "CREATE TRIGGER refuse BEFORE INSERT ON tasks WHEN NEW.title = 'reject me' \
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
-            )
-            .await
-            .unwrap();
+        refuse_reject_me_on_sqlite(&store).await;
         let writer = writer(&store, &Hub::new());
         let actor = admin();
         let create = |id: &str| writer.submit(&actor, create_task(id));

@@ -601,7 +601,8 @@ impl UnitOfWork {
             let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
             return Err(CommitError::Ambiguous { error, events });
         }
-        let counter = self.counter.filter(|_| self.tracks_counter);
+        // `None` unless tracked (see `begin`, `savepoint`, `number_events`).
+        let counter = self.counter;
         let known = self.known.map(|mut k| {
             k.last_seq = counter;
             k.remember(self.tasks.into_values());
