@@ -11,6 +11,16 @@ use herald::config::Config;
 use herald::domain::Role;
 use herald::startup::Herald;
 
+/// jemalloc instead of glibc's malloc: under ingest a report's buffers are
+/// allocated on a runtime worker and freed on the writer's thread, where
+/// glibc's arenas spent a fifth of the server's CPU. jemalloc took that down
+/// without the memory per idle connection that mimalloc added (BENCHMARKS.md,
+/// "jemalloc"). Only the server binary: the library and its tests keep the
+/// system allocator.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "herald", version, about = "Live state of AI-agent work over gRPC and WebSocket")]
 struct Cli {
