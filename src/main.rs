@@ -12,11 +12,11 @@ use herald::domain::Role;
 use herald::startup::Herald;
 
 /// jemalloc instead of glibc's malloc: under ingest a report's buffers are
-/// allocated on a runtime worker and freed on the writer's thread, where
-/// glibc's arenas spent a fifth of the server's CPU. jemalloc took that down
-/// without the memory per idle connection that mimalloc added (BENCHMARKS.md,
-/// "jemalloc"). Only the server binary: the library and its tests keep the
-/// system allocator.
+/// allocated on a runtime worker and freed on the writer's thread, glibc's
+/// slowest case (libc, mostly malloc and free, was 28 % of the workers' time).
+/// jemalloc costs less CPU without the memory per idle connection that
+/// mimalloc added (BENCHMARKS.md, "jemalloc as the global allocator"). Only
+/// the server binary: the library and its tests keep the system allocator.
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
