@@ -146,7 +146,8 @@ impl Store {
     /// left to [`Store::checkpoint`].
     pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
         // PostgreSQL: one connection first, which also holds the migration lock.
-        let mut lock = if url.starts_with("postgres") { Some(connect_postgres(url).await?) } else { None };
+        let postgres = url.starts_with("postgres");
+        let mut lock = if postgres { Some(connect_postgres(url).await?) } else { None };
         let mut opts = ConnectOptions::new(url.to_string());
         opts.max_connections(pool_size)
             .min_connections(1)
@@ -171,7 +172,7 @@ impl Store {
                     .pragma("journal_size_limit", "67108864")
                     .pragma("temp_store", "memory")
             });
-        if !url.starts_with("postgres") {
+        if !postgres {
             // sqlx pings a pooled connection on every checkout by default: on
             // SQLite a round trip to the connection's worker thread at the
             // start of every writer batch (and read), for a connection that
