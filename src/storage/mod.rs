@@ -88,6 +88,30 @@ async fn connect_postgres(url: &str) -> anyhow::Result<sea_orm::sqlx::PgConnecti
     }
 }
 
+/// Every SQLite connection's settings: WAL mode with `synchronous = NORMAL`
+/// (durable across a crash of Herald; the last commits may be lost if the
+/// machine loses power).
+fn sqlite_options(
+    o: sea_orm::sqlx::sqlite::SqliteConnectOptions,
+) -> sea_orm::sqlx::sqlite::SqliteConnectOptions {
+    o.create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        // The event log only grows: a bigger page cache and memory-mapped
+        // reads keep hot pages out of pread(), and rarer checkpoints mean
+        // fewer fsyncs (each one still happens; durability is the same).
+        .pragma("cache_size", "-65536")
+        .pragma("mmap_size", "268435456")
+        // Checkpoints run from `checkpoint()`, off the writer's path: an
+        // automatic one would stall the commit that triggers it (copying
+        // pages and an fsync).
+        .pragma("wal_autocheckpoint", "0")
+        // When the log starts over, its file is cut back to this.
+        .pragma("journal_size_limit", "67108864")
+        .pragma("temp_store", "memory")
+}
+
 /// The database pool's connections.
 pub struct PoolConnections {
     pub size: u32,
@@ -107,6 +131,15 @@ pub struct Figures {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Where the writer's transactions run: on SQLite a pool of one
+    /// connection of its own, otherwise `db`. SQLite drops a connection's
+    /// whole page cache when it finds the log changed by another connection
+    /// since its last transaction; a writer taking whichever pooled
+    /// connection was idle (the pool hands out the longest idle one) found
+    /// that at almost every batch and read its pages again, about a tenth
+    /// of its time under streamed ingest. Its own connection changes only
+    /// under its own writes, so its cache stays warm.
+    writes: DatabaseConnection,
     /// Held by the writer for each batch and by the retention pruner for each
     /// delete: on SQLite a write committed by another connection while the
     /// writer's transaction is open makes that transaction fail (busy
@@ -153,25 +186,8 @@ impl Store {
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(|o| {
-                o.create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-                    // The event log only grows: a bigger page cache and
-                    // memory-mapped reads keep hot pages out of pread(), and
-                    // rarer checkpoints mean fewer fsyncs (each one still
-                    // happens; durability is the same).
-                    .pragma("cache_size", "-65536")
-                    .pragma("mmap_size", "268435456")
-                    // Checkpoints run from `checkpoint()`, off the writer's
-                    // path: an automatic one would stall the commit that
-                    // triggers it (copying pages and an fsync).
-                    .pragma("wal_autocheckpoint", "0")
-                    // When the log starts over, its file is cut back to this.
-                    .pragma("journal_size_limit", "67108864")
-                    .pragma("temp_store", "memory")
-            });
+            .map_sqlx_sqlite_opts(sqlite_options);
+        let in_memory = url.contains(":memory:");
         if !postgres {
             // sqlx pings a pooled connection on every checkout by default: on
             // SQLite a round trip to the connection's worker thread at the
@@ -181,11 +197,11 @@ impl Store {
             // hot connection can still have been cut by a restart.
             opts.test_before_acquire_if_idle_for(Duration::from_secs(30));
         }
-        if url.contains(":memory:") {
+        if in_memory {
             // Every pooled connection would otherwise get its own empty database.
             opts.max_connections(1);
         }
-        let db = Database::connect(opts).await?;
+        let db = Database::connect(opts.clone()).await?;
         match &mut lock {
             // Nodes started together on a fresh database would otherwise run
             // the same CREATE TABLEs at once, and all but one fail ("duplicate
@@ -210,8 +226,16 @@ impl Store {
             use sea_orm::sqlx::Connection;
             let _ = conn.close().await;
         }
+        let writes = if postgres || in_memory {
+            db.clone()
+        } else {
+            // Opened after the migrations, so it starts on the current schema.
+            opts.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+            Database::connect(opts).await?
+        };
         Ok(Self {
             db,
+            writes,
             write_gate: Default::default(),
             #[cfg(test)]
             lose_commit_reply: Default::default(),
@@ -277,7 +301,7 @@ impl Store {
     /// the only writer.
     pub async fn begin(&self, known: Option<KnownTasks>) -> AppResult<UnitOfWork> {
         #[allow(unused_mut)]
-        let mut uow = UnitOfWork::begin(&self.db, known).await?;
+        let mut uow = UnitOfWork::begin(&self.writes, known).await?;
         #[cfg(test)]
         uow.lose_commit_reply(
             self.lose_commit_reply.clone(),
