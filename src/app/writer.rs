@@ -9,6 +9,14 @@
 //! batch meanwhile. On SQLite the writer runs on a thread of its own
 //! (`on_own_thread`).
 //!
+//! A single writer on SQLite also applies a batch of task commands from
+//! memory while the batch before it commits (`Worker::apply_ahead`): it
+//! remembers the tasks and the event counter as the committing batch leaves
+//! them, builds the next batch's statements, and runs them once that batch
+//! has landed. If it did not commit as applied, the next batch is applied
+//! again to what is stored; nothing is published or answered before its own
+//! commit.
+//!
 //! Its queue holds jobs of every command type (`Box<dyn Job>`): each job
 //! carries its command, its caller's typed reply channel, and its answer
 //! until commit, when it is handed the batch's seqs, sets its own `last_seq`
@@ -29,6 +37,10 @@ use crate::domain::Event;
 use crate::domain::{Actor, AppError, AppResult};
 use crate::hub::Hub;
 use crate::storage::{CommitError, KnownTasks, LockKeys, Store, UnitOfWork};
+
+/// A batch committing beside the writer: its callers, how its commit ended,
+/// and when the batch was taken from the queue.
+type Landing = (Batch, Result<Vec<Event>, CommitError>, std::time::Instant);
 
 /// Where stored events go: this node's hub, or the cluster link, which puts
 /// them in order with the other nodes' events before the hub.
@@ -62,6 +74,7 @@ impl Writer {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let single_writer = matches!(fanout, Fanout::Local(_));
+        let pipelined = single_writer && store.backend() == DbBackend::Sqlite;
         let (committed, to_publish) = mpsc::channel(PUBLISH_QUEUE);
         let publisher = tokio::spawn(publish(to_publish, fanout));
         let worker = Worker {
@@ -71,6 +84,7 @@ impl Writer {
             max_batch: max_batch.max(1),
             stop,
             single_writer,
+            pipelined,
             known: single_writer.then(KnownTasks::default),
         };
         // Unit tests keep the writer on their current-thread runtime, where
@@ -172,6 +186,9 @@ impl<O> Pending<O> {
 trait Job: Send {
     /// Adds the rows the command locks by key (see `UnitOfWork::lock_ahead`).
     fn lock_keys(&self, keys: &mut LockKeys);
+    /// Whether the command can be applied from memory (`Command::FROM_MEMORY`,
+    /// and no idempotency key, which is claimed in the database).
+    fn applies_from_memory(&self) -> bool;
     /// Applies the command and keeps its answer (replacing the answer of an
     /// earlier attempt of the batch).
     fn apply<'a>(&'a mut self, uow: &'a mut UnitOfWork) -> BoxFuture<'a, ()>;
@@ -200,6 +217,10 @@ struct Queued<C: Command> {
 impl<C: Command> Job for Queued<C> {
     fn lock_keys(&self, keys: &mut LockKeys) {
         self.command.lock_keys(&self.actor.tenant, keys);
+    }
+
+    fn applies_from_memory(&self) -> bool {
+        C::FROM_MEMORY && self.key.is_none()
     }
 
     fn apply<'a>(&'a mut self, uow: &'a mut UnitOfWork) -> BoxFuture<'a, ()> {
@@ -272,6 +293,9 @@ struct Worker {
     /// tasks as committed instead of reading them back; in a cluster others
     /// write too.
     single_writer: bool,
+    /// Whether batches of task commands are applied from memory while the
+    /// batch before commits (a single writer on SQLite; see `apply_ahead`).
+    pipelined: bool,
     /// The tasks as committed (single writer only). Lent to a batch's unit of
     /// work by [`Worker::begin`] and taken back, brought up to date, by
     /// [`Worker::commit`] (or as lent by [`Worker::rollback`]); lost with a
@@ -301,9 +325,16 @@ const SETTLE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Worker {
     async fn run(mut self) {
+        // The batch committing beside the writer, if any.
+        let mut committing: Option<tokio::task::JoinHandle<Landing>> = None;
         loop {
             let first = tokio::select! {
                 biased;
+                landed = async { committing.as_mut().expect("checked").await }, if committing.is_some() => {
+                    committing = None;
+                    self.land(landed).await;
+                    continue;
+                }
                 r = self.rx.recv() => r,
                 _ = self.stop.cancelled() => {
                     self.rx.close();
@@ -320,17 +351,134 @@ impl Worker {
             }
             metrics::gauge!("herald_writer_queue_depth").set(self.rx.len() as f64);
             metrics::histogram!("herald_writer_batch_size").record(batch.len() as f64);
-            let turn = self.store.write_turn().await;
             let started = std::time::Instant::now();
-            self.process(batch).await;
-            drop(turn);
-            metrics::histogram!("herald_writer_commit_seconds").record(started.elapsed().as_secs_f64());
-            if self.single_writer && self.known.is_none() {
-                // A failed batch leaves nothing trustworthy to remember.
-                self.known = Some(KnownTasks::default());
+            if self.pipelined && batch.iter().all(|job| job.applies_from_memory()) {
+                committing = self.apply_ahead(batch, committing.take(), started).await;
+            } else {
+                if let Some(before) = committing.take() {
+                    self.land(before.await).await;
+                }
+                self.in_turn(batch, started).await;
             }
         }
+        if let Some(before) = committing.take() {
+            self.land(before.await).await;
+        }
         tracing::info!("writer stopped");
+    }
+
+    /// Applies and commits a batch in the writer's turn (`process`).
+    async fn in_turn(&mut self, batch: Batch, started: std::time::Instant) {
+        let turn = self.store.write_turn().await;
+        self.process(batch).await;
+        drop(turn);
+        metrics::histogram!("herald_writer_commit_seconds").record(started.elapsed().as_secs_f64());
+        self.recover_known();
+    }
+
+    /// A failed batch leaves nothing trustworthy to remember: start again
+    /// from nothing (each task is read once more).
+    fn recover_known(&mut self) {
+        if self.single_writer && self.known.is_none() {
+            self.known = Some(KnownTasks::default());
+        }
+    }
+
+    /// Applies a batch of task commands from memory — the tasks and counter
+    /// as the batch committing beside the writer (`before`) leaves them —
+    /// and builds its statements meanwhile. Once `before` has landed as
+    /// applied, starts this batch's commit beside the writer and returns it.
+    /// Otherwise (`before` did not commit as applied, or this batch needed
+    /// the database) the batch is applied again in the writer's turn, to
+    /// what is stored.
+    async fn apply_ahead(
+        &mut self,
+        mut batch: Batch,
+        before: Option<tokio::task::JoinHandle<Landing>>,
+        started: std::time::Instant,
+    ) -> Option<tokio::task::JoinHandle<Landing>> {
+        let mut uow = self.store.unit_from_memory(self.known.take());
+        for job in batch.iter_mut() {
+            job.apply(&mut uow).await;
+        }
+        // An internal error is the database's: it would fail or be refused
+        // again in a transaction, where the batch goes command by command.
+        let applied = !uow.needs_database()
+            && !batch.iter().any(|job| matches!(job.error(), Some(AppError::Internal(_))));
+        let prepared = if applied { uow.prepare().await.ok() } else { None };
+        let known = if prepared.is_some() { uow.known_after() } else { uow.abandon() };
+        let landed_as_applied = match before {
+            Some(before) => self.land(before.await).await,
+            None => true,
+        };
+        let Some(prepared) = prepared.filter(|_| landed_as_applied) else {
+            if landed_as_applied {
+                self.known = known;
+            }
+            self.in_turn(batch, started).await;
+            return None;
+        };
+        self.known = known;
+        let turn = self.store.write_turn().await;
+        let store = self.store.clone();
+        let committing = tokio::spawn(
+            async move {
+                let result = store.commit_prepared(prepared).await;
+                drop(turn);
+                (batch, result, started)
+            }
+            .in_current_span(),
+        );
+        // The commit task shares the writer's thread, and applying the next
+        // batch does not yield: let it hand its statements to the
+        // connection's thread first, or the two would still run in turn.
+        tokio::task::yield_now().await;
+        Some(committing)
+    }
+
+    /// Takes in a batch that committed beside the writer: publishes its
+    /// events and answers its callers, or, if its commit failed, does what
+    /// `process` does then (applies it again command by command, or settles
+    /// an unanswered COMMIT). Returns whether it committed as applied, so
+    /// that what the writer remembers after it holds.
+    async fn land(&mut self, landed: Result<Landing, tokio::task::JoinError>) -> bool {
+        let (mut batch, result, started) = match landed {
+            Ok(landed) => landed,
+            Err(e) => {
+                // Its callers' replies went with it: they hear that herald is
+                // shutting down. What it stored is unknown.
+                tracing::error!(error = %e, "a batch's commit stopped unfinished");
+                self.known = None;
+                self.recover_known();
+                return false;
+            }
+        };
+        let as_applied = match result {
+            Ok(events) => {
+                self.finish(batch, events).await;
+                true
+            }
+            Err(failed) => {
+                // What the writer remembered ran ahead of what is stored.
+                self.known = None;
+                self.recover_known();
+                let turn = self.store.write_turn().await;
+                match failed {
+                    CommitError::NotStored(e) => {
+                        tracing::debug!(error = ?e, "batch refused by the database; retrying command by command");
+                        metrics::counter!("herald_writer_batch_retries_total").increment(1);
+                        let attempt = self.one_by_one(&mut batch).await;
+                        self.conclude(batch, attempt).await;
+                    }
+                    CommitError::Ambiguous { error, events } => self.settle(batch, error, events).await,
+                }
+                drop(turn);
+                false
+            }
+        };
+        metrics::histogram!("herald_writer_commit_seconds").record(started.elapsed().as_secs_f64());
+        self.recover_known();
+        as_applied
     }
 
     /// Applies and commits one batch, publishes its events and answers its
@@ -351,6 +499,11 @@ impl Worker {
             }
             other => other,
         };
+        self.conclude(batch, attempt).await;
+    }
+
+    /// Publishes and answers a batch as its attempt ended.
+    async fn conclude(&mut self, batch: Batch, attempt: Attempt) {
         match attempt {
             Attempt::Committed(events) => self.finish(batch, events).await,
             Attempt::Refused => fail_all(batch, AppError::internal(anyhow::anyhow!("batch refused twice"))),
@@ -748,6 +901,79 @@ mod tests {
         let logged: Vec<u64> =
             store.events_between(1, 100, 100).await.unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(logged, seqs, "the log holds exactly the answered seqs");
+    }
+
+    /// A batch applied from memory while the batch before it commits sees
+    /// that batch's tasks as if committed. When that batch does not commit
+    /// as applied — the database refuses one of its tasks, or its COMMIT
+    /// goes unanswered and did not store — the next batch is applied again
+    /// to what is stored: its seqs follow the stored ones without a gap, and
+    /// a report on a task that was never stored is "not found".
+    async fn a_batch_applied_ahead_is_applied_again(lose_commit: bool) {
+        let (store, _dir) = store().await;
+        refuse_reject_me_on_sqlite(&store).await;
+        let hub = Hub::new();
+        let mut tap = hub.tap();
+        let writer = writer(&store, &hub);
+        let actor = admin();
+        // The writer learns the counter.
+        assert_eq!(writer.submit(&actor, create_task("warm")).await.expect("stored").last_seq, 1);
+        if lose_commit {
+            store.lose_next_commit_reply(false);
+        }
+        let report = |id: &str| crate::app::commands::ReportProgress {
+            id: id.into(),
+            report: ProgressReport { progress: 5, ..Default::default() },
+        };
+        // On a current-thread runtime all are queued before the writer runs:
+        // the first 16 are one batch (the writer's limit in these tests),
+        // the report the next, applied while the first commits.
+        let creates = futures_util::future::join_all(
+            (0..15)
+                .map(|i| format!("t{i}"))
+                .chain([if lose_commit { "t15" } else { "reject me" }.to_string()])
+                .map(|id| {
+                    let writer = writer.clone();
+                    let actor = actor.clone();
+                    async move { writer.submit(&actor, create_task(&id)).await }
+                }),
+        );
+        let (created, on_t0) = tokio::join!(creates, writer.submit(&actor, report("t0")));
+        let stored: Vec<u64> = if lose_commit {
+            assert!(created.iter().all(|c| c.is_err()), "the first batch was not stored: {created:?}");
+            Vec::new()
+        } else {
+            assert!(created[15].is_err(), "{:?}", created[15]);
+            created[..15].iter().map(|c| c.as_ref().expect("created").last_seq).collect()
+        };
+        let mut seqs = vec![1];
+        seqs.extend(stored);
+        if lose_commit {
+            assert!(matches!(on_t0, Err(AppError::NotFound(_))), "{on_t0:?}");
+        } else {
+            seqs.push(on_t0.expect("t0 reported").last_seq);
+        }
+        let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, want, "gap-free, in order");
+        assert_eq!(store.last_seq().await.unwrap(), seqs.len() as u64, "the counter row is the last seq");
+        let logged: Vec<u64> =
+            store.events_between(1, 100, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(logged, seqs, "the log holds exactly the answered seqs");
+        for want in &seqs {
+            let e = tokio::time::timeout(Duration::from_secs(5), tap.recv()).await.unwrap().unwrap();
+            assert_eq!(e.seq, *want, "published in seq order, each once");
+        }
+        assert!(tap.try_recv().is_err(), "nothing else was published");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_applied_ahead_of_a_refused_one_is_applied_again() {
+        a_batch_applied_ahead_is_applied_again(false).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_applied_ahead_of_an_unstored_commit_is_applied_again() {
+        a_batch_applied_ahead_is_applied_again(true).await;
     }
 
     /// A COMMIT that failed unanswered and did not commit: the log shows

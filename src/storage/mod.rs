@@ -33,7 +33,7 @@ pub use idempotency::{Answer, Remembered};
 pub use lock::WriterLock;
 pub use pages::{EventPage, StoredEvent};
 pub use runs::AguiRun;
-pub use unit::{CommitError, KnownTasks, LockKeys, UnitOfWork};
+pub use unit::{CommitError, KnownTasks, LockKeys, Prepared, UnitOfWork};
 
 use crate::domain::{
     Agent, AppError, AppResult, Approval, ApprovalListing, Channel, Event, Execution, ProgressEntry, Task,
@@ -308,6 +308,25 @@ impl Store {
             self.lose_commit_uncommitted.load(std::sync::atomic::Ordering::SeqCst),
         );
         Ok(uow)
+    }
+
+    /// A unit of work applied from the writer's memory, with no transaction
+    /// (see `UnitOfWork::from_memory`).
+    pub fn unit_from_memory(&self, known: Option<KnownTasks>) -> UnitOfWork {
+        #[allow(unused_mut)]
+        let mut uow = UnitOfWork::from_memory(self.backend(), known);
+        #[cfg(test)]
+        uow.lose_commit_reply(
+            self.lose_commit_reply.clone(),
+            self.lose_commit_uncommitted.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        uow
+    }
+
+    /// Runs a prepared unit of work's statements in a transaction of the
+    /// writer's and commits.
+    pub async fn commit_prepared(&self, prepared: Prepared) -> Result<Vec<Event>, CommitError> {
+        prepared.commit(&self.writes).await
     }
 
     /// Test seam: the next COMMIT is carried out but answered with an error.

@@ -101,7 +101,13 @@ impl KnownTasks {
 }
 
 pub struct UnitOfWork {
-    txn: DatabaseTransaction,
+    /// The open transaction; `None` for a unit of work applied from memory
+    /// ([`UnitOfWork::from_memory`]), which may not touch the database.
+    txn: Option<DatabaseTransaction>,
+    backend: sea_orm::DbBackend,
+    /// A unit of work applied from memory needed the database: what it
+    /// applied is to be thrown away and applied again in a transaction.
+    needs_database: bool,
     known: Option<KnownTasks>,
     tasks: Cache<String, Task>,
     agents: Cache<(String, String), Agent>,
@@ -160,9 +166,26 @@ fn not_found(what: &str, id: &str) -> AppError {
 
 impl UnitOfWork {
     pub(super) async fn begin(db: &DatabaseConnection, known: Option<KnownTasks>) -> AppResult<Self> {
-        let tracks_counter = known.is_some() && db.get_database_backend() == sea_orm::DbBackend::Sqlite;
-        Ok(Self {
-            txn: db.begin().await.map_err(db_err("begin transaction"))?,
+        let txn = db.begin().await.map_err(db_err("begin transaction"))?;
+        Ok(Self::new(Some(txn), db.get_database_backend(), known))
+    }
+
+    /// A unit of work with no transaction, applied from what the writer
+    /// remembers (`known`: its tasks and, on SQLite, the counter), while the
+    /// batch before it commits. Anything that needs the database fails and
+    /// is marked ([`UnitOfWork::needs_database`]); what it applied is then
+    /// thrown away. Otherwise [`UnitOfWork::prepare`] turns its rows into
+    /// statements to run once the batch before has committed.
+    pub(super) fn from_memory(backend: sea_orm::DbBackend, known: Option<KnownTasks>) -> Self {
+        Self::new(None, backend, known)
+    }
+
+    fn new(txn: Option<DatabaseTransaction>, backend: sea_orm::DbBackend, known: Option<KnownTasks>) -> Self {
+        let tracks_counter = known.is_some() && backend == sea_orm::DbBackend::Sqlite;
+        Self {
+            txn,
+            backend,
+            needs_database: false,
             counter: known.as_ref().and_then(|k| k.last_seq).filter(|_| tracks_counter),
             tracks_counter,
             counter_to_write: None,
@@ -178,7 +201,24 @@ impl UnitOfWork {
             #[cfg(test)]
             lose_commit_uncommitted: false,
             keys: HashMap::new(),
-        })
+        }
+    }
+
+    /// The open transaction. A unit of work applied from memory has none:
+    /// it is marked as needing the database, and the command fails.
+    fn txn(&mut self) -> AppResult<&DatabaseTransaction> {
+        if self.txn.is_none() {
+            self.needs_database = true;
+            return Err(AppError::internal(anyhow::anyhow!(
+                "a unit of work applied from memory needs the database"
+            )));
+        }
+        Ok(self.txn.as_ref().expect("checked"))
+    }
+
+    /// Whether this unit of work, applied from memory, needed the database.
+    pub fn needs_database(&self) -> bool {
+        self.needs_database
     }
 
     #[cfg(test)]
@@ -193,7 +233,9 @@ impl UnitOfWork {
 
     /// Gives up the transaction; returns the known tasks it was lent.
     pub async fn rollback(self) -> Option<KnownTasks> {
-        if let Err(e) = self.txn.rollback().await {
+        if let Some(txn) = self.txn
+            && let Err(e) = txn.rollback().await
+        {
             // The connection is likely gone; its transaction goes with it.
             tracing::debug!(error = %e, "rollback failed");
         }
@@ -235,8 +277,8 @@ impl UnitOfWork {
         Ok(())
     }
 
-    async fn sql(&self, sql: &str, op: &'static str) -> AppResult<()> {
-        self.txn.execute_unprepared(sql).await.map_err(db_err(op))?;
+    async fn sql(&mut self, sql: &str, op: &'static str) -> AppResult<()> {
+        self.txn()?.execute_unprepared(sql).await.map_err(db_err(op))?;
         Ok(())
     }
 
@@ -247,7 +289,7 @@ impl UnitOfWork {
     /// deadlock on them. Only PostgreSQL has row locks (SQLite writes one
     /// transaction at a time), and a single node's writer is the only one.
     pub async fn lock_ahead(&mut self, keys: LockKeys) -> AppResult<()> {
-        if self.txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        if self.backend != sea_orm::DbBackend::Postgres {
             return Ok(());
         }
         let LockKeys { tasks, agents, approvals, mut executions } = keys;
@@ -256,7 +298,7 @@ impl UnitOfWork {
                 .filter(task::Column::Id.is_in(tasks))
                 .order_by_asc(task::Column::Id)
                 .lock_exclusive()
-                .all(&self.txn)
+                .all(self.txn()?)
                 .await
                 .map_err(db_err("lock tasks"))?;
             for row in rows {
@@ -273,7 +315,7 @@ impl UnitOfWork {
                 .filter(approval::Column::Id.is_in(approvals))
                 .order_by_asc(approval::Column::Id)
                 .lock_exclusive()
-                .all(&self.txn)
+                .all(self.txn()?)
                 .await
                 .map_err(db_err("lock approvals"))?;
             for row in rows {
@@ -287,7 +329,7 @@ impl UnitOfWork {
                 .filter(execution::Column::Id.is_in(executions))
                 .order_by_asc(execution::Column::Id)
                 .lock_exclusive()
-                .all(&self.txn)
+                .all(self.txn()?)
                 .await
                 .map_err(db_err("lock executions"))?;
             for row in rows {
@@ -307,7 +349,7 @@ impl UnitOfWork {
             None => {
                 let row = task::Entity::find_by_id(id.to_string())
                     .lock_exclusive()
-                    .one(&self.txn)
+                    .one(self.txn()?)
                     .await
                     .map_err(db_err_on("load task", id))?
                     .ok_or_else(|| not_found("task", id))?;
@@ -332,7 +374,7 @@ impl UnitOfWork {
         }
         let row = agent::Entity::find_by_id(key.clone())
             .lock_exclusive()
-            .one(&self.txn)
+            .one(self.txn()?)
             .await
             .map_err(db_err_on("load agent", id))?;
         let Some(row) = row else { return Ok(None) };
@@ -349,7 +391,7 @@ impl UnitOfWork {
             None => {
                 let row = execution::Entity::find_by_id(id.to_string())
                     .lock_exclusive()
-                    .one(&self.txn)
+                    .one(self.txn()?)
                     .await
                     .map_err(db_err_on("load execution", id))?
                     .ok_or_else(|| not_found("execution", id))?;
@@ -372,7 +414,7 @@ impl UnitOfWork {
         let rows = query
             .order_by_asc(execution::Column::Id)
             .lock_exclusive()
-            .all(&self.txn)
+            .all(self.txn()?)
             .await
             .map_err(db_err("load executions"))?;
         for row in rows {
@@ -424,7 +466,7 @@ impl UnitOfWork {
             None => {
                 let row = approval::Entity::find_by_id(id.to_string())
                     .lock_exclusive()
-                    .one(&self.txn)
+                    .one(self.txn()?)
                     .await
                     .map_err(db_err_on("load approval", id))?
                     .ok_or_else(|| not_found("approval", id))?;
@@ -451,7 +493,7 @@ impl UnitOfWork {
         let row = approval::Entity::find()
             .filter(approval::Column::ExecutionId.eq(execution_id))
             .filter(approval::Column::ToolCallId.eq(tool_call_id))
-            .one(&self.txn)
+            .one(self.txn()?)
             .await
             .map_err(db_err_on("find approval of tool call", tool_call_id))?;
         let Some(row) = row else { return Ok(None) };
@@ -472,7 +514,7 @@ impl UnitOfWork {
         retire_others: bool,
         now: chrono::DateTime<chrono::Utc>,
     ) -> AppResult<()> {
-        let backend = self.txn.get_database_backend();
+        let backend = self.backend;
         let pg = backend == sea_orm::DbBackend::Postgres;
         if retire_others && let Some((node, _)) = instance.rsplit_once('/') {
             let prefix = format!("{node}/");
@@ -482,7 +524,7 @@ impl UnitOfWork {
                 "DELETE FROM nodes WHERE substr(id, 1, ?) = ? AND id <> ?"
             };
             let values = [(prefix.chars().count() as i32).into(), prefix.into(), instance.into()];
-            self.txn
+            self.txn()?
                 .execute_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await
                 .map_err(db_err("record node"))?;
@@ -493,7 +535,7 @@ impl UnitOfWork {
             "INSERT INTO nodes (id, last_seen) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen"
         };
         let stmt = Statement::from_sql_and_values(backend, sql, [instance.into(), super::millis(now).into()]);
-        self.txn.execute_raw(stmt).await.map_err(db_err("record node"))?;
+        self.txn()?.execute_raw(stmt).await.map_err(db_err("record node"))?;
         Ok(())
     }
 
@@ -512,7 +554,7 @@ impl UnitOfWork {
         if let Some((r, _)) = self.keys.get(&(tenant.to_string(), key.to_string())) {
             return Ok(Some(r.clone()));
         }
-        idempotency::claim(&self.txn, tenant, key, operation, fingerprint, since).await
+        idempotency::claim(self.txn()?, tenant, key, operation, fingerprint, since).await
     }
 
     /// Records a claimed key's answer; `flush` stores it with the command's rows.
@@ -522,7 +564,7 @@ impl UnitOfWork {
 
     /// Gives a claimed key back: its command failed.
     pub async fn release_key(&mut self, tenant: &str, key: &str) -> AppResult<()> {
-        idempotency::release(&self.txn, tenant, key).await
+        idempotency::release(self.txn()?, tenant, key).await
     }
 
     pub fn emit(&mut self, event: NewEvent) {
@@ -538,7 +580,67 @@ impl UnitOfWork {
     /// the open transaction (each row once, however many commands changed it).
     pub async fn flush(&mut self) -> AppResult<()> {
         let events = self.number_events().await?;
-        for e in &events {
+        self.stamp(&events);
+        let statements = self.statements(&events)?;
+        let backend = self.backend;
+        for (sql, values) in statements {
+            self.txn()?
+                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await
+                .map_err(|e| db_fail(e, "write rows".into()))?;
+        }
+        self.write_keys(&events).await?;
+        self.tasks.mark_written();
+        self.agents.mark_written();
+        self.executions.mark_written();
+        self.approvals.mark_written();
+        self.written.extend(events);
+        Ok(())
+    }
+
+    /// Numbers the events and writes the rows of a unit of work applied from
+    /// memory as statements, for [`Prepared::commit`] to run. Fails (and
+    /// marks the unit as needing the database) when the counter is not known.
+    pub async fn prepare(&mut self) -> AppResult<Prepared> {
+        if self.keys.values().any(|(_, stored)| !stored) {
+            // Keys are claimed in the database: a unit of work from memory has none.
+            self.needs_database = true;
+            return Err(AppError::internal(anyhow::anyhow!("idempotency keys need the database")));
+        }
+        let events = self.number_events().await?;
+        self.stamp(&events);
+        let statements = self.statements(&events)?;
+        Ok(Prepared {
+            statements,
+            events,
+            #[cfg(test)]
+            lose_commit_reply: self.lose_commit_reply.clone(),
+            #[cfg(test)]
+            lose_commit_uncommitted: self.lose_commit_uncommitted,
+        })
+    }
+
+    /// The known tasks as they are once a prepared unit of work commits: its
+    /// tasks remembered, the counter after its events.
+    pub fn known_after(self) -> Option<KnownTasks> {
+        let counter = self.counter;
+        self.known.map(|mut k| {
+            k.last_seq = counter;
+            k.remember(self.tasks.into_values());
+            k
+        })
+    }
+
+    /// Gives up a unit of work applied from memory (there is no transaction
+    /// to roll back); returns the known tasks as lent.
+    pub fn abandon(self) -> Option<KnownTasks> {
+        debug_assert!(self.txn.is_none(), "abandon is for a unit of work from memory");
+        self.known
+    }
+
+    /// Sets the last seq of the rows the events are about.
+    fn stamp(&mut self, events: &[Event]) {
+        for e in events {
             let seq = e.seq;
             match (&e.payload, e.payload.resource()) {
                 (EventPayload::Approval(a), _) => {
@@ -567,14 +669,6 @@ impl UnitOfWork {
                 _ => {}
             }
         }
-        self.write_rows(&events).await?;
-        self.write_keys(&events).await?;
-        self.tasks.mark_written();
-        self.agents.mark_written();
-        self.executions.mark_written();
-        self.approvals.mark_written();
-        self.written.extend(events);
-        Ok(())
     }
 
     /// Flushes and commits. Returns the stored events in seq order and the
@@ -585,30 +679,20 @@ impl UnitOfWork {
             return Err(CommitError::NotStored(e));
         }
         let events = std::mem::take(&mut self.written);
+        let Some(txn) = self.txn.take() else {
+            let error = AppError::internal(anyhow::anyhow!(
+                "a unit of work from memory is committed through prepare"
+            ));
+            return Err(CommitError::NotStored(error));
+        };
         #[cfg(test)]
-        if self.lose_commit_reply.load(std::sync::atomic::Ordering::SeqCst) && self.lose_commit_uncommitted {
-            self.lose_commit_reply.store(false, std::sync::atomic::Ordering::SeqCst);
-            let _ = self.txn.rollback().await;
-            let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT failed and went unanswered"));
-            return Err(CommitError::Ambiguous { error, events });
-        }
-        if let Err(e) = self.txn.commit().await {
-            let error = db_fail(e, "commit transaction".into());
-            return Err(CommitError::Ambiguous { error, events });
-        }
-        #[cfg(test)]
-        if self.lose_commit_reply.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
-            return Err(CommitError::Ambiguous { error, events });
-        }
-        // `None` unless tracked (see `begin`, `savepoint`, `number_events`).
-        let counter = self.counter;
-        let known = self.known.map(|mut k| {
-            k.last_seq = counter;
-            k.remember(self.tasks.into_values());
-            k
-        });
-        Ok(Committed { events, known })
+        let seam = (self.lose_commit_reply.clone(), self.lose_commit_uncommitted);
+        #[cfg(not(test))]
+        let seam = ();
+        let events = commit(txn, events, seam).await?;
+        // The counter is `None` unless tracked (see `begin`, `savepoint`,
+        // `number_events`).
+        Ok(Committed { events, known: self.known_after() })
     }
 
     /// Takes the next seqs from the counter row. Its row lock is held until
@@ -642,7 +726,7 @@ impl UnitOfWork {
 
     /// Adds `n` to the counter row and returns its new value.
     async fn bump_counter(&mut self, n: u64) -> AppResult<u64> {
-        let backend = self.txn.get_database_backend();
+        let backend = self.backend;
         let stmt = Statement::from_sql_and_values(
             backend,
             match backend {
@@ -654,7 +738,7 @@ impl UnitOfWork {
             [(n as i64).into()],
         );
         let row = self
-            .txn
+            .txn()?
             .query_one_raw(stmt)
             .await
             .map_err(db_err("number events"))?
@@ -677,14 +761,17 @@ impl UnitOfWork {
             new.push((key.clone(), r.clone(), r.last_event.and_then(seq)));
             *stored = true;
         }
-        idempotency::answer(&self.txn, new).await
+        if new.is_empty() {
+            return Ok(());
+        }
+        idempotency::answer(self.txn()?, new).await
     }
 
-    /// Writes every changed row and the events: one statement per table
-    /// (and per `INSERT_CHUNK` rows) on PostgreSQL; on SQLite all of them in
-    /// one round trip to the connection's thread (several statements in one
-    /// text), with the counter row when it was numbered here.
-    async fn write_rows(&mut self, events: &[Event]) -> AppResult<()> {
+    /// The statements that write every changed row and the events: one per
+    /// table (and per `INSERT_CHUNK` rows) on PostgreSQL; on SQLite all of
+    /// them in one text, so one round trip to the connection's thread, with
+    /// the counter row when it was numbered here.
+    fn statements(&mut self, events: &[Event]) -> AppResult<Vec<(String, Vec<sea_orm::Value>)>> {
         let mut statements = Vec::new();
         // Set only on SQLite (see `begin`), hence the `?`.
         if let Some(value) = self.counter_to_write.take() {
@@ -693,7 +780,7 @@ impl UnitOfWork {
                 vec![sea_orm::Value::from(value as i64)],
             ));
         }
-        let backend = self.txn.get_database_backend();
+        let backend = self.backend;
         write_many::<task::Entity, _>(backend, &mut statements, self.tasks.rows(task_to_row), Write::Upsert)?;
         write_many::<agent::Entity, _>(
             backend,
@@ -713,14 +800,122 @@ impl UnitOfWork {
             let (texts, values): (Vec<String>, Vec<Vec<sea_orm::Value>>) = statements.into_iter().unzip();
             statements = vec![(texts.join(";\n"), values.into_iter().flatten().collect())];
         }
-        for (sql, values) in statements {
-            self.txn
-                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-                .await
-                .map_err(|e| db_fail(e, "write rows".into()))?;
-        }
-        Ok(())
+        Ok(statements)
     }
+}
+
+/// The test seam of `Store::lose_next_commit_reply`: (lose the answer, and
+/// roll back instead of committing).
+#[cfg(test)]
+type Seam = (std::sync::Arc<std::sync::atomic::AtomicBool>, bool);
+#[cfg(not(test))]
+type Seam = ();
+
+/// COMMITs `txn`, whose statements stored `events`.
+#[cfg_attr(not(test), allow(clippy::let_unit_value, unused_variables))]
+async fn commit(txn: DatabaseTransaction, events: Vec<Event>, seam: Seam) -> Result<Vec<Event>, CommitError> {
+    #[cfg(test)]
+    if seam.0.load(std::sync::atomic::Ordering::SeqCst) && seam.1 {
+        seam.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = txn.rollback().await;
+        let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT failed and went unanswered"));
+        return Err(CommitError::Ambiguous { error, events });
+    }
+    if let Err(e) = txn.commit().await {
+        let error = db_fail(e, "commit transaction".into());
+        return Err(CommitError::Ambiguous { error, events });
+    }
+    #[cfg(test)]
+    if seam.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
+        return Err(CommitError::Ambiguous { error, events });
+    }
+    Ok(events)
+}
+
+/// A batch applied from memory, its rows as statements not yet run
+/// ([`UnitOfWork::prepare`]).
+pub struct Prepared {
+    statements: Vec<(String, Vec<sea_orm::Value>)>,
+    events: Vec<Event>,
+    #[cfg(test)]
+    lose_commit_reply: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    #[cfg(test)]
+    lose_commit_uncommitted: bool,
+}
+
+impl Prepared {
+    /// Runs the statements in one transaction on `db` and commits: the
+    /// stored events in seq order.
+    pub async fn commit(self, db: &DatabaseConnection) -> Result<Vec<Event>, CommitError> {
+        if self.statements.is_empty() {
+            // Every command of the batch failed: nothing to store.
+            return Ok(self.events);
+        }
+        #[cfg(test)]
+        let seam = (self.lose_commit_reply, self.lose_commit_uncommitted);
+        #[cfg(not(test))]
+        let seam = ();
+        if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            return commit_in_one_text(db, self.statements, self.events, seam).await;
+        }
+        let not_stored = |e, op: &str| CommitError::NotStored(db_fail(e, op.into()));
+        let txn = db.begin().await.map_err(|e| not_stored(e, "begin transaction"))?;
+        let backend = db.get_database_backend();
+        for (sql, values) in self.statements {
+            if let Err(e) = txn.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await {
+                if let Err(e) = txn.rollback().await {
+                    tracing::debug!(error = %e, "rollback failed");
+                }
+                return Err(not_stored(e, "write rows"));
+            }
+        }
+        commit(txn, self.events, seam).await
+    }
+}
+
+/// SQLite: `BEGIN`, the statements and `COMMIT` in one text, so one round
+/// trip to the connection's thread per batch instead of three; between
+/// them the thread would wait for the writer's, which is busy applying the
+/// next batch. `db` is the writer's own connection, which nothing else uses
+/// meanwhile.
+///
+/// An error does not say which statement failed. One that was refused leaves
+/// the transaction open, and `ROLLBACK` ends it: nothing was stored. If
+/// `ROLLBACK` finds no transaction, SQLite ended it itself — on a failed
+/// statement (an I/O error, a full disk) or at COMMIT — so the outcome is
+/// ambiguous and the writer settles it from the log.
+#[cfg_attr(not(test), allow(unused_variables))]
+async fn commit_in_one_text(
+    db: &DatabaseConnection,
+    statements: Vec<(String, Vec<sea_orm::Value>)>,
+    events: Vec<Event>,
+    seam: Seam,
+) -> Result<Vec<Event>, CommitError> {
+    let (texts, values): (Vec<String>, Vec<Vec<sea_orm::Value>>) = statements.into_iter().unzip();
+    #[allow(unused_mut)]
+    let mut end = "COMMIT";
+    #[cfg(test)]
+    let lost = seam.0.swap(false, std::sync::atomic::Ordering::SeqCst);
+    #[cfg(test)]
+    if lost && seam.1 {
+        end = "ROLLBACK";
+    }
+    let text = format!("BEGIN;\n{};\n{end}", texts.join(";\n"));
+    let values: Vec<sea_orm::Value> = values.into_iter().flatten().collect();
+    let backend = sea_orm::DbBackend::Sqlite;
+    if let Err(e) = db.execute_raw(Statement::from_sql_and_values(backend, text, values)).await {
+        return Err(match db.execute_unprepared("ROLLBACK").await {
+            Ok(_) => CommitError::NotStored(db_fail(e, "write rows".into())),
+            Err(_) => CommitError::Ambiguous { error: db_fail(e, "commit transaction".into()), events },
+        });
+    }
+    #[cfg(test)]
+    if lost {
+        let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
+        return Err(CommitError::Ambiguous { error, events });
+    }
+    Ok(events)
 }
 
 /// What a commit stored.

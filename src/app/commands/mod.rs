@@ -42,6 +42,11 @@ pub(crate) trait Command: Send + Sync + 'static {
     /// None by default: new rows, or rows found by a query while it runs.
     fn lock_keys(&self, _tenant: &str, _keys: &mut LockKeys) {}
 
+    /// Whether the command reads nothing but tasks, which a single writer
+    /// remembers: it can then be applied from memory while the batch before
+    /// it commits (`UnitOfWork::from_memory`).
+    const FROM_MEMORY: bool = false;
+
     fn apply(
         &self,
         uow: &mut UnitOfWork,

@@ -13,6 +13,7 @@ pub(crate) struct CreateTask {
 
 impl Command for CreateTask {
     type Output = Task;
+    const FROM_MEMORY: bool = true;
 
     async fn apply(&self, uow: &mut UnitOfWork, cx: &Ctx<'_>) -> AppResult<Task> {
         let (task, event) =
@@ -39,6 +40,7 @@ pub(crate) struct StartTask {
 
 impl Command for StartTask {
     type Output = Task;
+    const FROM_MEMORY: bool = true;
 
     fn lock_keys(&self, _tenant: &str, keys: &mut LockKeys) {
         keys.tasks.insert(self.id.clone());
@@ -61,6 +63,7 @@ pub(crate) struct ReportProgress {
 
 impl Command for ReportProgress {
     type Output = Task;
+    const FROM_MEMORY: bool = true;
 
     fn lock_keys(&self, _tenant: &str, keys: &mut LockKeys) {
         keys.tasks.insert(self.id.clone());
@@ -83,6 +86,7 @@ pub(crate) struct CompleteTask {
 
 impl Command for CompleteTask {
     type Output = Task;
+    const FROM_MEMORY: bool = true;
 
     fn lock_keys(&self, _tenant: &str, keys: &mut LockKeys) {
         keys.tasks.insert(self.id.clone());
@@ -105,6 +109,7 @@ pub(crate) struct FailTask {
 
 impl Command for FailTask {
     type Output = Task;
+    const FROM_MEMORY: bool = true;
 
     fn lock_keys(&self, _tenant: &str, keys: &mut LockKeys) {
         keys.tasks.insert(self.id.clone());
@@ -127,6 +132,7 @@ pub(crate) struct CancelTask {
 
 impl Command for CancelTask {
     type Output = Task;
+    const FROM_MEMORY: bool = true;
 
     fn lock_keys(&self, _tenant: &str, keys: &mut LockKeys) {
         keys.tasks.insert(self.id.clone());
