@@ -1,6 +1,9 @@
 //! The unit of work behind group commit: the writer applies many commands in
 //! one transaction, each reading through this cache so it sees the ones before
 //! it; `commit` numbers the events and writes each changed row once.
+//! A unit of work applied from memory has no transaction: `prepare` turns its
+//! rows into statements (`Prepared`), which the writer commits in one text
+//! once the batch before it has committed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
@@ -119,13 +122,13 @@ pub struct UnitOfWork {
     written: Vec<Event>,
     /// The event counter's value in this transaction, when this unit of work
     /// knows it (a single writer on SQLite, no savepoint opened): events are
-    /// then numbered from it, and the counter is set by `write_rows` in the
+    /// then numbered from it, and the counter is set by `statements` in the
     /// statement that writes them.
     counter: Option<u64>,
     /// Whether `counter` is kept (false once a savepoint is opened: rolling
     /// back to one restores the row, not this copy).
     tracks_counter: bool,
-    /// The counter's new value, for `write_rows` to set.
+    /// The counter's new value, for `statements` to set.
     counter_to_write: Option<u64>,
     #[cfg(test)]
     lose_commit_reply: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -699,7 +702,7 @@ impl UnitOfWork {
     /// commit, so commits happen in seq order and a reader never sees seq N+1
     /// before N — which is what makes resume-from-cursor lossless. When this
     /// unit of work knows the counter (`counter`), the seqs follow it and the
-    /// row is set in the statement that writes the events (`write_rows`), one
+    /// row is set in the statement that writes the events (`statements`), one
     /// round trip fewer; otherwise the row is bumped and read back here.
     async fn number_events(&mut self) -> AppResult<Vec<Event>> {
         let n = self.events.len() as u64;
