@@ -64,7 +64,7 @@ fn describe() {
     c!("herald_events_published_total", "stored events handed to this node's hub, by type");
     c!("herald_deliveries_total", "events sent to clients, by transport");
     h!("herald_writer_batch_size", "commands per writer transaction");
-    h!("herald_writer_commit_seconds", "time to apply and commit one writer batch");
+    h!("herald_writer_commit_seconds", "time from taking a writer batch off the queue to its commit");
     g!("herald_writer_queue_depth", "commands waiting for the writer");
     c!("herald_grpc_requests_total", "finished gRPC calls, by method and code");
     h!("herald_grpc_request_seconds", "gRPC call duration (a stream's whole life), by method and code");
