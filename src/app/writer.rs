@@ -917,7 +917,8 @@ mod tests {
         let writer = writer(&store, &hub);
         let actor = admin();
         // The writer learns the counter.
-        assert_eq!(writer.submit(&actor, create_task("warm")).await.expect("stored").last_seq, 1);
+        let warm = tokio::time::timeout(Duration::from_secs(30), writer.submit(&actor, create_task("warm")));
+        assert_eq!(warm.await.expect("answered in time").expect("stored").last_seq, 1);
         if lose_commit {
             store.lose_next_commit_reply(false);
         }
@@ -938,7 +939,11 @@ mod tests {
                     async move { writer.submit(&actor, create_task(&id)).await }
                 }),
         );
-        let (created, on_t0) = tokio::join!(creates, writer.submit(&actor, report("t0")));
+        let (created, on_t0) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(creates, writer.submit(&actor, report("t0")))
+        })
+        .await
+        .expect("answered in time");
         let stored: Vec<u64> = if lose_commit {
             assert!(created.iter().all(|c| c.is_err()), "the first batch was not stored: {created:?}");
             Vec::new()
