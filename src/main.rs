@@ -17,6 +17,9 @@ use herald::startup::Herald;
 /// jemalloc costs less CPU without the memory per idle connection that
 /// mimalloc added (BENCHMARKS.md, "jemalloc as the global allocator"). Only
 /// the server binary: the library and its tests keep the system allocator.
+/// In the server jemalloc also serves C's `malloc` (Cargo.toml's
+/// `unprefixed_malloc_on_supported_platforms`), so SQLite's page and
+/// statement allocations skip glibc too ("The writer one batch ahead").
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -300,21 +300,18 @@ impl Store {
     /// A unit of work; `known` are the writer's remembered tasks, if it is
     /// the only writer.
     pub async fn begin(&self, known: Option<KnownTasks>) -> AppResult<UnitOfWork> {
-        #[allow(unused_mut)]
-        let mut uow = UnitOfWork::begin(&self.writes, known).await?;
-        #[cfg(test)]
-        uow.lose_commit_reply(
-            self.lose_commit_reply.clone(),
-            self.lose_commit_uncommitted.load(std::sync::atomic::Ordering::SeqCst),
-        );
-        Ok(uow)
+        Ok(self.with_seam(UnitOfWork::begin(&self.writes, known).await?))
     }
 
     /// A unit of work applied from the writer's memory, with no transaction
     /// (see `UnitOfWork::from_memory`).
     pub fn unit_from_memory(&self, known: Option<KnownTasks>) -> UnitOfWork {
-        #[allow(unused_mut)]
-        let mut uow = UnitOfWork::from_memory(self.backend(), known);
+        self.with_seam(UnitOfWork::from_memory(self.backend(), known))
+    }
+
+    /// Hands a unit of work the test seam (`lose_next_commit_reply`).
+    #[cfg_attr(not(test), allow(clippy::let_and_return, unused_mut))]
+    fn with_seam(&self, mut uow: UnitOfWork) -> UnitOfWork {
         #[cfg(test)]
         uow.lose_commit_reply(
             self.lose_commit_reply.clone(),
@@ -323,8 +320,8 @@ impl Store {
         uow
     }
 
-    /// Runs a prepared unit of work's statements in a transaction of the
-    /// writer's and commits.
+    /// Runs a prepared unit of work's statements and commits, on the
+    /// writer's own connection.
     pub async fn commit_prepared(&self, prepared: Prepared) -> Result<Vec<Event>, CommitError> {
         prepared.commit(&self.writes).await
     }

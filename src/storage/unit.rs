@@ -689,10 +689,21 @@ impl UnitOfWork {
             return Err(CommitError::NotStored(error));
         };
         #[cfg(test)]
-        let seam = (self.lose_commit_reply.clone(), self.lose_commit_uncommitted);
-        #[cfg(not(test))]
-        let seam = ();
-        let events = commit(txn, events, seam).await?;
+        if self.lose_commit_reply.load(std::sync::atomic::Ordering::SeqCst) && self.lose_commit_uncommitted {
+            self.lose_commit_reply.store(false, std::sync::atomic::Ordering::SeqCst);
+            let _ = txn.rollback().await;
+            let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT failed and went unanswered"));
+            return Err(CommitError::Ambiguous { error, events });
+        }
+        if let Err(e) = txn.commit().await {
+            let error = db_fail(e, "commit transaction".into());
+            return Err(CommitError::Ambiguous { error, events });
+        }
+        #[cfg(test)]
+        if self.lose_commit_reply.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
+            return Err(CommitError::Ambiguous { error, events });
+        }
         // The counter is `None` unless tracked (see `begin`, `savepoint`,
         // `number_events`).
         Ok(Committed { events, known: self.known_after() })
@@ -807,35 +818,6 @@ impl UnitOfWork {
     }
 }
 
-/// The test seam of `Store::lose_next_commit_reply`: (lose the answer, and
-/// roll back instead of committing).
-#[cfg(test)]
-type Seam = (std::sync::Arc<std::sync::atomic::AtomicBool>, bool);
-#[cfg(not(test))]
-type Seam = ();
-
-/// COMMITs `txn`, whose statements stored `events`.
-#[cfg_attr(not(test), allow(clippy::let_unit_value, unused_variables))]
-async fn commit(txn: DatabaseTransaction, events: Vec<Event>, seam: Seam) -> Result<Vec<Event>, CommitError> {
-    #[cfg(test)]
-    if seam.0.load(std::sync::atomic::Ordering::SeqCst) && seam.1 {
-        seam.0.store(false, std::sync::atomic::Ordering::SeqCst);
-        let _ = txn.rollback().await;
-        let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT failed and went unanswered"));
-        return Err(CommitError::Ambiguous { error, events });
-    }
-    if let Err(e) = txn.commit().await {
-        let error = db_fail(e, "commit transaction".into());
-        return Err(CommitError::Ambiguous { error, events });
-    }
-    #[cfg(test)]
-    if seam.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
-        let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
-        return Err(CommitError::Ambiguous { error, events });
-    }
-    Ok(events)
-}
-
 /// A batch applied from memory, its rows as statements not yet run
 /// ([`UnitOfWork::prepare`]).
 pub struct Prepared {
@@ -848,77 +830,52 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Runs the statements in one transaction on `db` and commits: the
-    /// stored events in seq order.
+    /// Runs the statements and commits on `db`, the writer's own
+    /// connection, which nothing else uses meanwhile: the stored events in
+    /// seq order. Only SQLite prepares (`prepare` needs the counter, which
+    /// only a single writer on SQLite remembers).
+    ///
+    /// `BEGIN`, the statements and `COMMIT` go in one text, so one round trip
+    /// to the connection's thread per batch instead of three; between them
+    /// the thread would wait for the writer's, which is busy applying the
+    /// next batch.
+    ///
+    /// An error does not say which statement failed. One that was refused
+    /// leaves the transaction open, and `ROLLBACK` ends it: nothing was
+    /// stored. If `ROLLBACK` finds no transaction, SQLite ended it itself —
+    /// on a failed statement (an I/O error, a full disk) or at COMMIT — so
+    /// the outcome is ambiguous and the writer settles it from the log.
     pub async fn commit(self, db: &DatabaseConnection) -> Result<Vec<Event>, CommitError> {
-        if self.statements.is_empty() {
+        let Self { statements, events, .. } = self;
+        if statements.is_empty() {
             // Every command of the batch failed: nothing to store.
-            return Ok(self.events);
+            return Ok(events);
+        }
+        let (texts, values): (Vec<String>, Vec<Vec<sea_orm::Value>>) = statements.into_iter().unzip();
+        #[allow(unused_mut)]
+        let mut end = "COMMIT";
+        #[cfg(test)]
+        let lost = self.lose_commit_reply.swap(false, std::sync::atomic::Ordering::SeqCst);
+        #[cfg(test)]
+        if lost && self.lose_commit_uncommitted {
+            end = "ROLLBACK";
+        }
+        let text = format!("BEGIN;\n{};\n{end}", texts.join(";\n"));
+        let values: Vec<sea_orm::Value> = values.into_iter().flatten().collect();
+        let backend = sea_orm::DbBackend::Sqlite;
+        if let Err(e) = db.execute_raw(Statement::from_sql_and_values(backend, text, values)).await {
+            return Err(match db.execute_unprepared("ROLLBACK").await {
+                Ok(_) => CommitError::NotStored(db_fail(e, "write rows".into())),
+                Err(_) => CommitError::Ambiguous { error: db_fail(e, "commit transaction".into()), events },
+            });
         }
         #[cfg(test)]
-        let seam = (self.lose_commit_reply, self.lose_commit_uncommitted);
-        #[cfg(not(test))]
-        let seam = ();
-        if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-            return commit_in_one_text(db, self.statements, self.events, seam).await;
+        if lost {
+            let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
+            return Err(CommitError::Ambiguous { error, events });
         }
-        let not_stored = |e, op: &str| CommitError::NotStored(db_fail(e, op.into()));
-        let txn = db.begin().await.map_err(|e| not_stored(e, "begin transaction"))?;
-        let backend = db.get_database_backend();
-        for (sql, values) in self.statements {
-            if let Err(e) = txn.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await {
-                if let Err(e) = txn.rollback().await {
-                    tracing::debug!(error = %e, "rollback failed");
-                }
-                return Err(not_stored(e, "write rows"));
-            }
-        }
-        commit(txn, self.events, seam).await
+        Ok(events)
     }
-}
-
-/// SQLite: `BEGIN`, the statements and `COMMIT` in one text, so one round
-/// trip to the connection's thread per batch instead of three; between
-/// them the thread would wait for the writer's, which is busy applying the
-/// next batch. `db` is the writer's own connection, which nothing else uses
-/// meanwhile.
-///
-/// An error does not say which statement failed. One that was refused leaves
-/// the transaction open, and `ROLLBACK` ends it: nothing was stored. If
-/// `ROLLBACK` finds no transaction, SQLite ended it itself — on a failed
-/// statement (an I/O error, a full disk) or at COMMIT — so the outcome is
-/// ambiguous and the writer settles it from the log.
-#[cfg_attr(not(test), allow(unused_variables))]
-async fn commit_in_one_text(
-    db: &DatabaseConnection,
-    statements: Vec<(String, Vec<sea_orm::Value>)>,
-    events: Vec<Event>,
-    seam: Seam,
-) -> Result<Vec<Event>, CommitError> {
-    let (texts, values): (Vec<String>, Vec<Vec<sea_orm::Value>>) = statements.into_iter().unzip();
-    #[allow(unused_mut)]
-    let mut end = "COMMIT";
-    #[cfg(test)]
-    let lost = seam.0.swap(false, std::sync::atomic::Ordering::SeqCst);
-    #[cfg(test)]
-    if lost && seam.1 {
-        end = "ROLLBACK";
-    }
-    let text = format!("BEGIN;\n{};\n{end}", texts.join(";\n"));
-    let values: Vec<sea_orm::Value> = values.into_iter().flatten().collect();
-    let backend = sea_orm::DbBackend::Sqlite;
-    if let Err(e) = db.execute_raw(Statement::from_sql_and_values(backend, text, values)).await {
-        return Err(match db.execute_unprepared("ROLLBACK").await {
-            Ok(_) => CommitError::NotStored(db_fail(e, "write rows".into())),
-            Err(_) => CommitError::Ambiguous { error: db_fail(e, "commit transaction".into()), events },
-        });
-    }
-    #[cfg(test)]
-    if lost {
-        let error = AppError::internal(anyhow::anyhow!("test seam: COMMIT's answer was lost"));
-        return Err(CommitError::Ambiguous { error, events });
-    }
-    Ok(events)
 }
 
 /// What a commit stored.
