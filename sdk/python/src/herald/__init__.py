@@ -2,6 +2,7 @@
 
 - :class:`Executor` runs an agent's executions (``@executor.run``, ``serve()``);
 - :class:`Client` is the async client for backends and scripts;
+- :class:`Reporter` (``Client.reporter()``) streams task progress, answered in order;
 - :func:`task` is a synchronous helper reporting one task's progress;
 - :mod:`herald.langgraph` runs a compiled LangGraph graph inside an execution.
 
@@ -11,6 +12,7 @@ Every refusal is a :class:`HeraldError` with Herald's ``code`` and ``message``.
 from ._errors import HeraldError
 from .client import Client
 from .executor import Context, Executor
+from .reporter import Reporter
 from .sync import TaskHandle, task
 from .types import Agent, Approval, Decision, Event, Execution, Task
 
@@ -24,6 +26,7 @@ __all__ = [
     "Execution",
     "Executor",
     "HeraldError",
+    "Reporter",
     "Task",
     "TaskHandle",
     "task",

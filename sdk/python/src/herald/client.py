@@ -14,6 +14,7 @@ import grpc
 
 from ._errors import HeraldError, is_retryable
 from ._wire import Token, aio_channel, enum_value, json_text, metadata, resolve, to_json_text
+from .reporter import MAX_IN_FLIGHT, Reporter
 from .types import Agent, Approval, Event, Execution, Task
 from .v1 import (
     agents_pb2,
@@ -118,6 +119,14 @@ class Client:
             id=task_id, progress=percent, step=step, tool=tool, message=message, error=error
         )
         return Task.from_proto(await self._call(self._tasks.ReportProgress, req))
+
+    def reporter(self, max_in_flight: int = MAX_IN_FLIGHT) -> Reporter:
+        """A :class:`Reporter`: progress reports over one ``StreamReports`` stream,
+        sent back to back and answered in order after their commit. For an executor
+        that reports often, it costs Herald several times less than
+        :meth:`report_progress` per report. Use it as ``async with c.reporter() as r:``."""
+        self._open()
+        return Reporter(self._tasks, self._token, max_in_flight)
 
     async def complete_task(self, task_id: str, result: Any = "") -> Task:
         self._open()
