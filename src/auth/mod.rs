@@ -33,7 +33,10 @@ pub struct Claims {
 #[derive(Clone)]
 pub struct Verifier {
     key: std::sync::Arc<DecodingKey>,
-    validation: Validation,
+    /// Shared: the gRPC interceptor's closure holds a verifier and is
+    /// cloned for every call, and `Validation`'s sets cloned and dropped
+    /// each time were about 1 % of the server's time under unary calls.
+    validation: std::sync::Arc<Validation>,
     /// Tokens already verified, until they expire: clients send the same
     /// token with every call, and checking a signature each time is most of
     /// what a small call costs.
@@ -69,7 +72,7 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         let verified = std::sync::Arc::new(quick_cache::sync::Cache::new(VERIFIED_LIMIT));
-        Self { key: std::sync::Arc::new(key), validation, verified }
+        Self { key: std::sync::Arc::new(key), validation: std::sync::Arc::new(validation), verified }
     }
 
     /// A bad token is `Unauthenticated` with a reason; the token itself is never echoed.
