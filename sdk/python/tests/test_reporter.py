@@ -69,6 +69,23 @@ async def test_reports_unanswered_when_herald_dies_fail_and_the_reporter_stays_f
             assert await asyncio.wait_for(again.progress(t.id, 60), 30) > 0
 
 
+async def test_a_sender_waiting_for_room_learns_that_the_stream_ended(herald: Herald, admin_token: str) -> None:
+    async with Client(herald.url, token=admin_token) as c:
+        t = await c.create_task("Index")
+        await c.start_task(t.id)
+        async with c.reporter(max_in_flight=1) as r:
+            await asyncio.wait_for(r.progress(t.id, 10), 30)
+            herald.kill9()
+
+            async def three() -> None:
+                # The second waits for the first's answer to have room.
+                for percent in (11, 12, 13):
+                    await r.send_progress(t.id, percent)
+
+            with pytest.raises(HeraldError):
+                await asyncio.wait_for(three(), 30)
+
+
 async def test_a_closed_reporter_refuses_reports(herald: Herald, admin_token: str) -> None:
     async with Client(herald.url, token=admin_token) as c:
         t = await c.create_task("Index")

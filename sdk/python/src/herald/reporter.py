@@ -147,10 +147,17 @@ class Reporter:
         except grpc.aio.AioRpcError as e:
             failure = self._ended(e)
         except asyncio.CancelledError:
-            failure = HeraldError("cancelled", "the reporter was closed before every report was answered")
+            self._fail_pending(HeraldError("cancelled", "the reporter stopped before every report was answered"))
+            raise
+        self._fail_pending(failure)
+
+    def _fail_pending(self, failure: HeraldError) -> None:
         self._failure = failure
         while self._pending:
             sent = self._pending.popleft()
+            # Its place in the window too: a sender waiting for one learns of
+            # the failure instead of waiting for ever.
+            self._window.release()
             if not sent.done():
                 sent.set_exception(failure)
 
