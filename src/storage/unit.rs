@@ -40,7 +40,10 @@ impl<K: Hash + Eq, T: Clone> Cache<K, T> {
     fn new() -> Self {
         Self(HashMap::new())
     }
-    fn get(&self, k: &K) -> Option<T> {
+    fn get<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<T>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.0.get(k).map(|e| e.value.clone())
     }
     /// Remembers a row as read; a row already cached (maybe changed) wins.
@@ -345,19 +348,22 @@ impl UnitOfWork {
 
     /// The task as this unit of work sees it; the row is locked on PostgreSQL.
     pub async fn task(&mut self, tenant: &str, id: &str) -> AppResult<Task> {
-        let known = self.known.as_ref().and_then(|k| k.tasks.get(id)).cloned();
-        let t = match self.tasks.get(&id.to_string()) {
+        // Looked up in the batch first: a task reported on several times in
+        // a batch is cloned from the writer's memory only once.
+        let t = match self.tasks.get(id) {
             Some(t) => t,
-            None if known.is_some() => self.tasks.loaded(id.to_string(), known.expect("checked")),
-            None => {
-                let row = task::Entity::find_by_id(id.to_string())
-                    .lock_exclusive()
-                    .one(self.txn()?)
-                    .await
-                    .map_err(db_err_on("load task", id))?
-                    .ok_or_else(|| not_found("task", id))?;
-                self.tasks.loaded(id.to_string(), convert::task_from_row(row)?)
-            }
+            None => match self.known.as_ref().and_then(|k| k.tasks.get(id)).cloned() {
+                Some(known) => self.tasks.loaded(id.to_string(), known),
+                None => {
+                    let row = task::Entity::find_by_id(id.to_string())
+                        .lock_exclusive()
+                        .one(self.txn()?)
+                        .await
+                        .map_err(db_err_on("load task", id))?
+                        .ok_or_else(|| not_found("task", id))?;
+                    self.tasks.loaded(id.to_string(), convert::task_from_row(row)?)
+                }
+            },
         };
         // Another tenant's task is "not found": its existence is not leaked.
         if t.tenant != tenant {
