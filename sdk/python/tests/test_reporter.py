@@ -96,5 +96,17 @@ async def test_a_closed_reporter_refuses_reports(herald: Herald, admin_token: st
         with pytest.raises(HeraldError) as e:
             await r.progress(t.id, 20)
         assert e.value.code == "failed_precondition"
+
+        # A sender still waiting for room when the reporter closes is refused,
+        # not left waiting for an answer that will never come.
+        r = c.reporter(max_in_flight=1)
+        async with r:
+            first = await r.send_progress(t.id, 30)
+            waiting = asyncio.ensure_future(r.send_progress(t.id, 40))
+            await asyncio.sleep(0)
+        assert await asyncio.wait_for(first, 30) > 0
+        with pytest.raises(HeraldError) as e:
+            await asyncio.wait_for(waiting, 30)
+        assert e.value.code in ("failed_precondition", "unavailable")
         with pytest.raises(ValueError):
             c.reporter(max_in_flight=0)

@@ -112,9 +112,11 @@ class Reporter:
         self._open()
         await self._window.acquire()
         async with self._writing:
-            if self._failure is not None:
+            if self._closed or self._failure is not None:
+                # Closed or failed while this waited for room: nothing would
+                # answer a report written now.
                 self._window.release()
-                raise self._failure
+                raise self._failure or HeraldError("failed_precondition", "the reporter is closed")
             answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._pending.append(answer)
             try:
