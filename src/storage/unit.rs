@@ -395,7 +395,7 @@ impl UnitOfWork {
     }
 
     pub async fn execution(&mut self, tenant: &str, id: &str) -> AppResult<Execution> {
-        let e = match self.executions.get(&id.to_string()) {
+        let e = match self.executions.get(id) {
             Some(e) => e,
             None => {
                 let row = execution::Entity::find_by_id(id.to_string())
@@ -470,7 +470,7 @@ impl UnitOfWork {
     }
 
     pub async fn approval(&mut self, tenant: &str, id: &str) -> AppResult<Approval> {
-        let a = match self.approvals.get(&id.to_string()) {
+        let a = match self.approvals.get(id) {
             Some(a) => a,
             None => {
                 let row = approval::Entity::find_by_id(id.to_string())

@@ -64,7 +64,7 @@ async def test_reports_unanswered_when_herald_dies_fail_and_the_reporter_stays_f
             assert e.value.code == "unavailable", e.value.message
             herald.start()
             with pytest.raises(HeraldError):
-                await r.progress(t.id, 50)
+                await asyncio.wait_for(r.progress(t.id, 50), 30)
         async with c.reporter() as again:
             assert await asyncio.wait_for(again.progress(t.id, 60), 30) > 0
 
@@ -94,7 +94,7 @@ async def test_a_closed_reporter_refuses_reports(herald: Herald, admin_token: st
         async with r:
             await asyncio.wait_for(r.progress(t.id, 10), 30)
         with pytest.raises(HeraldError) as e:
-            await r.progress(t.id, 20)
+            await asyncio.wait_for(r.progress(t.id, 20), 30)
         assert e.value.code == "failed_precondition"
 
         # A sender still waiting for room when the reporter closes is refused,

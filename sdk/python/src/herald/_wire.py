@@ -12,6 +12,8 @@ from typing import Any, Union
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from .v1 import tasks_pb2
+
 Token = Union[str, Callable[[], str]]
 
 # Reconnect quickly when Herald comes back (gRPC's default backoff grows to 120 s),
@@ -25,6 +27,15 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
+
+
+def progress_request(
+    task_id: str, percent: int, step: str, tool: str, message: str, error: bool
+) -> tasks_pb2.ReportProgressRequest:
+    """A progress report, the same whether sent alone or on a report stream."""
+    return tasks_pb2.ReportProgressRequest(
+        id=task_id, progress=percent, step=step, tool=tool, message=message, error=error
+    )
 
 
 def resolve(url: str | None, token: Token | None) -> tuple[str, Token]:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ._errors import HeraldError, is_retryable
-from ._wire import Token, aio_channel, enum_value, json_text, metadata, resolve, to_json_text
+from ._wire import Token, aio_channel, enum_value, json_text, metadata, progress_request, resolve, to_json_text
 from .reporter import MAX_IN_FLIGHT, Reporter
 from .types import Agent, Approval, Event, Execution, Task
 from .v1 import (
@@ -115,9 +115,7 @@ class Client:
     ) -> Task:
         """Progress is a high-water mark; 100 completes the task."""
         self._open()
-        req = tasks_pb2.ReportProgressRequest(
-            id=task_id, progress=percent, step=step, tool=tool, message=message, error=error
-        )
+        req = progress_request(task_id, percent, step, tool, message, error)
         return Task.from_proto(await self._call(self._tasks.ReportProgress, req))
 
     def reporter(self, max_in_flight: int = MAX_IN_FLIGHT) -> Reporter:

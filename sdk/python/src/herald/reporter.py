@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from ._errors import HeraldError
-from ._wire import Token, metadata
+from ._wire import Token, metadata, progress_request
 from .v1 import tasks_pb2
 
 # Herald reads no more of a stream while 1024 of its reports await answers.
@@ -100,9 +100,7 @@ class Reporter:
         """Sends a progress report without waiting for its answer: the returned
         future gives the stored event's seq, or raises ``HeraldError``."""
         report = tasks_pb2.StreamReportsRequest(
-            progress=tasks_pb2.ReportProgressRequest(
-                id=task_id, progress=percent, step=step, tool=tool, message=message, error=error
-            )
+            progress=progress_request(task_id, percent, step, tool, message, error)
         )
         return await self._send(report)
 

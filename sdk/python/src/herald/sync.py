@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from ._errors import HeraldError
-from ._wire import Token, metadata, resolve, sync_channel, to_json_text
+from ._wire import Token, metadata, progress_request, resolve, sync_channel, to_json_text
 from .types import Task
 from .v1 import tasks_pb2, tasks_pb2_grpc
 
@@ -40,9 +40,7 @@ class TaskHandle:
 
     def progress(self, percent: int, *, step: str = "", tool: str = "", message: str = "", error: bool = False) -> Task:
         """Reports progress (0-100, a high-water mark; 100 completes the task)."""
-        req = tasks_pb2.ReportProgressRequest(
-            id=self.id, progress=percent, step=step, tool=tool, message=message, error=error
-        )
+        req = progress_request(self.id, percent, step, tool, message, error)
         return self._call(self._stub.ReportProgress, req)
 
 
