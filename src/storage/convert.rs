@@ -125,12 +125,31 @@ pub fn event_to_row(e: &Event) -> event::Model {
         seq: e.seq as i64,
         tenant: e.tenant.clone(),
         topic: e.payload.topic().into(),
+        resource_key: resource_key(&e.tenant, &e.payload.resource().to_string()),
         resource: e.payload.resource().to_string(),
         event_type: e.payload.type_name().into(),
         actor: e.actor.clone(),
         created_at: millis(e.timestamp),
         data: serde_json::to_string(&crate::encode::data(&e.payload)).expect("json serializes"),
     }
+}
+
+/// The log's key for a resource channel (`task:{id}`, …) in a tenant: the
+/// 64-bit FNV-1a hash of the tenant, a NUL and the channel, less its top bit
+/// (a non-negative BIGINT). `events_by_resource_key (resource_key, seq)`
+/// indexes the log by it rather than by the two strings: each batch appends
+/// to one spot of that index per resource, and short integer keys make the
+/// inserts cheaper (BENCHMARKS.md, "The log indexed by a resource's key").
+/// Readers also compare `resource` itself, so two channels that share a key
+/// never see each other's events.
+///
+/// Stored in every row, so it must never change; the test pins it.
+pub fn resource_key(tenant: &str, resource: &str) -> i64 {
+    (fnv1a(tenant.bytes().chain([0]).chain(resource.bytes())) >> 1) as i64
+}
+
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn json_text(v: &serde_json::Value) -> String {
@@ -237,7 +256,21 @@ pub fn approval_to_row(a: &Approval) -> approval::Model {
 
 #[cfg(test)]
 mod tests {
-    use super::time;
+    use super::{fnv1a, resource_key, time};
+
+    /// The key is in every stored event: a change here would hide every
+    /// earlier event from its resource's readers.
+    #[test]
+    fn the_resource_key_is_fnv1a_and_does_not_change() {
+        // FNV-1a's published test vectors.
+        assert_eq!(fnv1a("".bytes()), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a".bytes()), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("foobar".bytes()), 0x8594_4171_f739_67e8);
+        assert_eq!(resource_key("acme", "task:t1"), (fnv1a("acme\0task:t1".bytes()) >> 1) as i64);
+        assert_eq!(resource_key("", "task:t1"), 0x4ac4_ca16_c576_d189);
+        assert_ne!(resource_key("a", "task:t1"), resource_key("", "atask:t1"));
+        assert!(resource_key("tenant", "execution:e") >= 0);
+    }
 
     #[test]
     fn an_out_of_range_stored_timestamp_is_an_error_not_1970() {

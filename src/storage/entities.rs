@@ -70,6 +70,9 @@ pub mod event {
         pub tenant: String,
         pub topic: String,
         pub resource: String,
+        /// [`crate::storage::convert::resource_key`] of `tenant` and
+        /// `resource`: what the log is indexed by per resource.
+        pub resource_key: i64,
         pub event_type: String,
         pub actor: String,
         pub created_at: i64,

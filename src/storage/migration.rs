@@ -1,6 +1,7 @@
 //! Schema migrations, applied at start-up. Plain SQL that SQLite and
 //! PostgreSQL both accept, so the two backends evolve together.
 
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_orm_migration::prelude::*;
 
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005ExecutorSubject),
             Box::new(M0006AguiRuns),
             Box::new(M0007IdempotencyKeys),
+            Box::new(M0008ResourceKey),
         ]
     }
 }
@@ -213,5 +215,134 @@ const M0007: &[&str] = &[
 impl MigrationTrait for M0007IdempotencyKeys {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0007).await
+    }
+}
+
+struct M0008ResourceKey;
+
+impl MigrationName for M0008ResourceKey {
+    fn name(&self) -> &str {
+        "m0008_resource_key"
+    }
+}
+
+/// The log is indexed per resource by an integer key
+/// ([`super::convert::resource_key`]) instead of (tenant, resource): under
+/// ingest that index took two fifths of SQLite's time (BENCHMARKS.md). Rows
+/// already stored get their key one resource at a time, through the old
+/// index, before it goes.
+#[async_trait::async_trait]
+impl MigrationTrait for M0008ResourceKey {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let backend = manager.get_database_backend();
+        db.execute_unprepared("ALTER TABLE events ADD COLUMN resource_key BIGINT NOT NULL DEFAULT 0").await?;
+        let resources = db
+            .query_all_raw(Statement::from_string(backend, "SELECT DISTINCT tenant, resource FROM events"))
+            .await?;
+        let update = match backend {
+            DbBackend::Postgres => "UPDATE events SET resource_key = $1 WHERE tenant = $2 AND resource = $3",
+            _ => "UPDATE events SET resource_key = ? WHERE tenant = ? AND resource = ?",
+        };
+        for row in resources {
+            let tenant: String = row.try_get("", "tenant")?;
+            let resource: String = row.try_get("", "resource")?;
+            let key = super::convert::resource_key(&tenant, &resource);
+            let values = [key.into(), tenant.into(), resource.into()];
+            db.execute_raw(Statement::from_sql_and_values(backend, update, values)).await?;
+        }
+        apply(
+            manager,
+            &[
+                "CREATE INDEX events_by_resource_key ON events (resource_key, seq)",
+                "DROP INDEX events_by_resource",
+            ],
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    use sea_orm_migration::MigratorTrait;
+
+    use super::Migrator;
+    use crate::app::test_support::{admin, create_task, pg_database, writer};
+    use crate::domain::Channel;
+    use crate::hub::Hub;
+    use crate::storage::Store;
+
+    const COLUMNS: &str = "seq, tenant, topic, resource, event_type, actor, created_at, data";
+
+    /// Events stored before m0008 get their resource key from it: each task's
+    /// readers find its events afterwards, and the old index is gone.
+    async fn events_from_before_the_key_are_found_by_it(fresh: &str, old: &str) {
+        // Events as today's writer stores them, copied into a database that
+        // m0007 left.
+        let source = Store::connect(fresh, 2).await.unwrap();
+        let hub = Hub::new();
+        let writer = writer(&source, &hub);
+        for id in ["a", "b", "c"] {
+            writer.submit(&admin(), create_task(id)).await.unwrap();
+        }
+        let backend = source.backend();
+        let select = format!("SELECT {COLUMNS} FROM events ORDER BY seq");
+        let rows = source.db.query_all_raw(Statement::from_string(backend, select)).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        let db = Database::connect(old).await.unwrap();
+        Migrator::up(&db, Some(7)).await.unwrap();
+        let insert = match backend {
+            DbBackend::Postgres => {
+                format!("INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            }
+            _ => format!("INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+        };
+        for row in &rows {
+            let text = |c: &str| sea_orm::Value::from(row.try_get::<String>("", c).unwrap());
+            let int = |c: &str| sea_orm::Value::from(row.try_get::<i64>("", c).unwrap());
+            let values = [
+                int("seq"),
+                text("tenant"),
+                text("topic"),
+                text("resource"),
+                text("event_type"),
+                text("actor"),
+                int("created_at"),
+                text("data"),
+            ];
+            db.execute_raw(Statement::from_sql_and_values(backend, &insert, values)).await.unwrap();
+        }
+        db.close().await.unwrap();
+
+        let store = Store::connect(old, 2).await.unwrap();
+        for id in ["a", "b", "c"] {
+            let channel = [Channel::Task(id.into())];
+            let read = store.events("", &channel, 0, 10).await.unwrap();
+            assert_eq!(read, source.events("", &channel, 0, 10).await.unwrap());
+            assert_eq!(read.len(), 1, "task {id}: {read:?}");
+        }
+        let indexes = match backend {
+            DbBackend::Postgres => "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'events'",
+            _ => "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'",
+        };
+        let indexes = store.db.query_all_raw(Statement::from_string(backend, indexes)).await.unwrap();
+        let indexes: Vec<String> = indexes.iter().map(|r| r.try_get::<String>("", "name").unwrap()).collect();
+        assert!(indexes.contains(&"events_by_resource_key".to_string()), "{indexes:?}");
+        assert!(!indexes.contains(&"events_by_resource".to_string()), "{indexes:?}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_events_from_before_the_key_are_found_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("sqlite://{}/{name}.db?mode=rwc", dir.path().display());
+        events_from_before_the_key_are_found_by_it(&url("fresh"), &url("old")).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_events_from_before_the_key_are_found_by_it() {
+        let Some(fresh) = pg_database("postgres_events_before_key_fresh", "").await else { return };
+        let Some(old) = pg_database("postgres_events_before_key_old", "").await else { return };
+        events_from_before_the_key_are_found_by_it(&fresh, &old).await;
     }
 }

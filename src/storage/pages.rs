@@ -98,7 +98,13 @@ fn page_query(tenant: &str, channels: &[Channel], after: u64, limit: u64) -> sea
     for ch in channels {
         any = match ch.filter() {
             ChannelFilter::Topic(t) => any.add(event::Column::Topic.eq(t)),
-            ChannelFilter::Resource(r) => any.add(event::Column::Resource.eq(r)),
+            // The key finds the rows in its index; the name rules out
+            // another channel with the same key.
+            ChannelFilter::Resource(r) => any.add(
+                sea_orm::Condition::all()
+                    .add(event::Column::ResourceKey.eq(convert::resource_key(tenant, &r)))
+                    .add(event::Column::Resource.eq(r)),
+            ),
         };
     }
     event::Entity::find()
@@ -263,6 +269,55 @@ mod tests {
     async fn postgres_pages_are_the_rows() {
         let Some(store) = pg_store("postgres_pages_are_the_rows").await else { return };
         pages_match_rows(store).await;
+    }
+
+    /// Two tasks whose events share a resource key (made so by hand, as a
+    /// hash collision would): each task's readers still see only its events,
+    /// because the page also compares the resource itself.
+    async fn a_shared_resource_key_does_not_mix_tasks(store: Store) {
+        use sea_orm::ConnectionTrait;
+        let hub = Hub::new();
+        let writer = writer(&store, &hub);
+        for id in ["a", "b"] {
+            writer.submit(&admin(), create_task(id)).await.unwrap();
+        }
+        let key = crate::storage::convert::resource_key("", "task:a");
+        let collide = format!("UPDATE events SET resource_key = {key} WHERE resource = 'task:b'");
+        store.db.execute_unprepared(&collide).await.unwrap();
+        let read = store.events("", &[Channel::Task("a".into())], 0, 10).await.unwrap();
+        assert_eq!(read.len(), 1, "{read:?}");
+        assert_eq!(read[0].payload.resource(), Channel::Task("a".into()));
+        let both = [Channel::Task("a".into()), Channel::TaskUpdates];
+        assert_eq!(store.events("", &both, 0, 10).await.unwrap().len(), 2, "the topic still has both");
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_tasks_with_one_resource_key_apart() {
+        let (store, _dir) = store().await;
+        a_shared_resource_key_does_not_mix_tasks(store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_keeps_tasks_with_one_resource_key_apart() {
+        let Some(store) = pg_store("postgres_keeps_tasks_with_one_resource_key_apart").await else { return };
+        a_shared_resource_key_does_not_mix_tasks(store).await;
+    }
+
+    /// SQLite reads a resource's page through `events_by_resource_key`,
+    /// not by scanning the log.
+    #[tokio::test]
+    async fn a_resource_page_is_read_through_its_key() {
+        use sea_orm::{ConnectionTrait, QueryTrait, Statement};
+        let (store, _dir) = store().await;
+        let query = super::page_query("acme", &[Channel::Task("a".into())], 0, 10).build(store.backend());
+        let explain = Statement::from_sql_and_values(
+            store.backend(),
+            format!("EXPLAIN QUERY PLAN {}", query.sql),
+            query.values.map(|v| v.0).unwrap_or_default(),
+        );
+        let plan = store.db.query_all_raw(explain).await.unwrap();
+        let plan: Vec<String> = plan.iter().map(|row| row.try_get::<String>("", "detail").unwrap()).collect();
+        assert!(plan.iter().any(|d| d.contains("events_by_resource_key")), "{plan:?}");
     }
 
     #[tokio::test]
