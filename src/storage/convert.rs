@@ -121,12 +121,13 @@ pub fn event_from_parts(
 }
 
 pub fn event_to_row(e: &Event) -> event::Model {
+    let resource = e.payload.resource().to_string();
     event::Model {
         seq: e.seq as i64,
         tenant: e.tenant.clone(),
         topic: e.payload.topic().into(),
-        resource_key: resource_key(&e.tenant, &e.payload.resource().to_string()),
-        resource: e.payload.resource().to_string(),
+        resource_key: resource_key(&e.tenant, &resource),
+        resource,
         event_type: e.payload.type_name().into(),
         actor: e.actor.clone(),
         created_at: millis(e.timestamp),
