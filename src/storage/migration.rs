@@ -233,6 +233,14 @@ impl MigrationName for M0008ResourceKey {
 /// index, before it goes.
 #[async_trait::async_trait]
 impl MigrationTrait for M0008ResourceKey {
+    /// In one transaction on SQLite too (the migrator's default there is
+    /// none): a start that stops halfway, with the column added and the
+    /// index not, would otherwise leave a database the next start cannot
+    /// migrate ("duplicate column").
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         let backend = manager.get_database_backend();
@@ -330,6 +338,30 @@ mod tests {
         let indexes: Vec<String> = indexes.iter().map(|r| r.try_get::<String>("", "name").unwrap()).collect();
         assert!(indexes.contains(&"events_by_resource_key".to_string()), "{indexes:?}");
         assert!(!indexes.contains(&"events_by_resource".to_string()), "{indexes:?}");
+    }
+
+    /// m0008 failing halfway (here at its index, whose name is taken) leaves
+    /// m0007's schema, so the next start migrates once the cause is gone.
+    #[tokio::test]
+    async fn a_resource_key_migration_that_fails_can_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
+        let db = Database::connect(&url).await.unwrap();
+        Migrator::up(&db, Some(7)).await.unwrap();
+        db.execute_unprepared("CREATE INDEX events_by_resource_key ON events (seq)").await.unwrap();
+        let failed = Migrator::up(&db, None).await.unwrap_err();
+        assert!(failed.to_string().contains("events_by_resource_key"), "{failed}");
+        db.execute_unprepared("DROP INDEX events_by_resource_key").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let key = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT count(*) AS n FROM pragma_table_info('events') WHERE name = 'resource_key'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(key.try_get::<i64>("", "n").unwrap(), 1);
     }
 
     #[tokio::test]
