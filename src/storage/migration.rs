@@ -1,7 +1,7 @@
 //! Schema migrations, applied at start-up. Plain SQL that SQLite and
 //! PostgreSQL both accept, so the two backends evolve together.
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Statement};
 use sea_orm_migration::prelude::*;
 
 pub struct Migrator;
@@ -248,16 +248,16 @@ impl MigrationTrait for M0008ResourceKey {
         let resources = db
             .query_all_raw(Statement::from_string(backend, "SELECT DISTINCT tenant, resource FROM events"))
             .await?;
-        let update = match backend {
-            DbBackend::Postgres => "UPDATE events SET resource_key = $1 WHERE tenant = $2 AND resource = $3",
-            _ => "UPDATE events SET resource_key = ? WHERE tenant = ? AND resource = ?",
-        };
+        let update = super::runs::placeholders(
+            backend,
+            "UPDATE events SET resource_key = ? WHERE tenant = ? AND resource = ?",
+        );
         for row in resources {
             let tenant: String = row.try_get("", "tenant")?;
             let resource: String = row.try_get("", "resource")?;
             let key = super::convert::resource_key(&tenant, &resource);
             let values = [key.into(), tenant.into(), resource.into()];
-            db.execute_raw(Statement::from_sql_and_values(backend, update, values)).await?;
+            db.execute_raw(Statement::from_sql_and_values(backend, &update, values)).await?;
         }
         apply(
             manager,
@@ -300,12 +300,8 @@ mod tests {
         assert_eq!(rows.len(), 3);
         let db = Database::connect(old).await.unwrap();
         Migrator::up(&db, Some(7)).await.unwrap();
-        let insert = match backend {
-            DbBackend::Postgres => {
-                format!("INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            }
-            _ => format!("INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-        };
+        let insert = format!("INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        let insert = crate::storage::runs::placeholders(backend, &insert);
         for row in &rows {
             let text = |c: &str| sea_orm::Value::from(row.try_get::<String>("", c).unwrap());
             let int = |c: &str| sea_orm::Value::from(row.try_get::<i64>("", c).unwrap());

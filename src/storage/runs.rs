@@ -14,24 +14,29 @@ pub struct AguiRun {
     pub execution_id: String,
 }
 
-impl Store {
-    /// `?` for SQLite, `$n` for PostgreSQL.
-    fn placeholders(&self, sql: &str) -> String {
-        match self.backend() {
-            DbBackend::Postgres => {
-                let mut n = 0;
-                sql.chars()
-                    .map(|c| match c {
-                        '?' => {
-                            n += 1;
-                            format!("${n}")
-                        }
-                        c => c.to_string(),
-                    })
-                    .collect()
-            }
-            _ => sql.to_string(),
+/// `sql` with its `?` placeholders as `backend` writes them: `?` for SQLite,
+/// `$n` for PostgreSQL.
+pub(super) fn placeholders(backend: DbBackend, sql: &str) -> String {
+    match backend {
+        DbBackend::Postgres => {
+            let mut n = 0;
+            sql.chars()
+                .map(|c| match c {
+                    '?' => {
+                        n += 1;
+                        format!("${n}")
+                    }
+                    c => c.to_string(),
+                })
+                .collect()
         }
+        _ => sql.to_string(),
+    }
+}
+
+impl Store {
+    fn placeholders(&self, sql: &str) -> String {
+        placeholders(self.backend(), sql)
     }
 
     /// Records a run; a run id the tenant used before is `AlreadyExists`.
