@@ -64,3 +64,9 @@ pub(crate) fn create_task(id: &str) -> super::commands::CreateTask {
         new: NewTask { title: id.into(), description: String::new(), agent_id: None },
     }
 }
+
+/// A progress report of `progress` percent on task `id`.
+pub(crate) fn report_progress(id: &str, progress: i64) -> super::commands::ReportProgress {
+    let report = crate::domain::ProgressReport { progress, ..Default::default() };
+    super::commands::ReportProgress { id: id.into(), report }
+}

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0006AguiRuns),
             Box::new(M0007IdempotencyKeys),
             Box::new(M0008ResourceKey),
+            Box::new(M0009TrailingResourceIndex),
         ]
     }
 }
@@ -270,6 +271,44 @@ impl MigrationTrait for M0008ResourceKey {
     }
 }
 
+struct M0009TrailingResourceIndex;
+
+impl MigrationName for M0009TrailingResourceIndex {
+    fn name(&self) -> &str {
+        "m0009_trailing_resource_index"
+    }
+}
+
+/// The log's index by resource moves out of `events` into `event_resources`
+/// (seq, resource key), which the writer brings up to date every 8,192
+/// events instead of with every batch ([`super::pages::index_resources`]).
+/// Its seq is SQLite's rowid there (`INTEGER`), a `BIGINT` on PostgreSQL.
+#[async_trait::async_trait]
+impl MigrationTrait for M0009TrailingResourceIndex {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let seq = match manager.get_database_backend() {
+            sea_orm::DbBackend::Postgres => "BIGINT",
+            _ => "INTEGER",
+        };
+        let create =
+            format!("CREATE TABLE event_resources (seq {seq} PRIMARY KEY, resource_key BIGINT NOT NULL)");
+        apply(
+            manager,
+            &[
+                &create,
+                "INSERT INTO event_resources (seq, resource_key) SELECT seq, resource_key FROM events",
+                "CREATE INDEX event_resources_by_key ON event_resources (resource_key, seq)",
+                "DROP INDEX events_by_resource_key",
+            ],
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
@@ -332,8 +371,27 @@ mod tests {
         };
         let indexes = store.db.query_all_raw(Statement::from_string(backend, indexes)).await.unwrap();
         let indexes: Vec<String> = indexes.iter().map(|r| r.try_get::<String>("", "name").unwrap()).collect();
-        assert!(indexes.contains(&"events_by_resource_key".to_string()), "{indexes:?}");
-        assert!(!indexes.contains(&"events_by_resource".to_string()), "{indexes:?}");
+        // m0009 moved the index by key out of the log, with every event.
+        assert!(!indexes.iter().any(|i| i.starts_with("events_by_resource")), "{indexes:?}");
+        let sql = "SELECT COUNT(*) AS n FROM event_resources";
+        let indexed = store.db.query_one_raw(Statement::from_string(backend, sql)).await.unwrap().unwrap();
+        assert_eq!(indexed.try_get::<i64>("", "n").unwrap(), 3);
+        let keys: i64 = ["a", "b", "c"]
+            .iter()
+            .map(|id| crate::storage::convert::resource_key("", &format!("task:{id}")) % 1_000_000)
+            .sum();
+        let stored: i64 = store
+            .db
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT CAST(COALESCE(SUM(resource_key % 1000000), 0) AS BIGINT) AS keys FROM event_resources",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "keys")
+            .unwrap();
+        assert_eq!(stored, keys, "each event is indexed under its resource's key");
     }
 
     /// m0008 failing halfway (here at its index, whose name is taken) leaves

@@ -6,7 +6,7 @@
 //! that is young enough), so what is kept is always a gap-free suffix and
 //! "the oldest kept seq" says exactly which cursors still work.
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
 use super::{Store, db_err};
 use crate::domain::{AppError, AppResult};
@@ -82,16 +82,23 @@ impl Store {
         }
         let Some(upto) = upto else { return Ok(0) };
         let _turn = self.write_turn().await;
-        let sql = match backend {
-            DbBackend::Postgres => "DELETE FROM events WHERE seq <= $1",
-            _ => "DELETE FROM events WHERE seq <= ?",
-        };
-        let done = self
-            .db
-            .execute_raw(Statement::from_sql_and_values(backend, sql, [upto.into()]))
-            .await
-            .map_err(context("deleting pruned events"))?;
-        Ok(done.rows_affected())
+        // The log and its resource index, in one transaction: an index
+        // entry whose event is gone would be skipped by a page (it joins the
+        // log), but an event whose entry is gone would be lost to it.
+        let txn = self.db.begin().await.map_err(context("beginning to prune events"))?;
+        let mut done = 0;
+        for table in ["events", "event_resources"] {
+            let sql = super::runs::placeholders(backend, &format!("DELETE FROM {table} WHERE seq <= ?"));
+            let deleted = txn
+                .execute_raw(Statement::from_sql_and_values(backend, sql, [upto.into()]))
+                .await
+                .map_err(context("deleting pruned events"))?;
+            if table == "events" {
+                done = deleted.rows_affected();
+            }
+        }
+        txn.commit().await.map_err(context("committing pruned events"))?;
+        Ok(done)
     }
 
     /// SQLite: gives freed pages back to the file system (with
@@ -127,5 +134,55 @@ impl Store {
                  sqlite3 herald.db 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Statement};
+
+    use crate::app::test_support::{admin, create_task, pg_store, report_progress, store, writer};
+    use crate::domain::Channel;
+    use crate::hub::Hub;
+    use crate::storage::Store;
+
+    /// Pruning the log prunes its resource index with it: no entry outlives
+    /// its event, and what is kept is still read by resource.
+    async fn pruning_prunes_the_resource_index(store: Store) {
+        let hub = Hub::new();
+        let writer = writer(&store, &hub);
+        writer.submit(&admin(), create_task("a")).await.unwrap();
+        for p in 1..=9 {
+            writer.submit(&admin(), report_progress("a", p)).await.unwrap();
+        }
+        let seqs = |table: &str| {
+            let sql = format!("SELECT COALESCE(MIN(seq), 0) AS lo, COUNT(*) AS n FROM {table}");
+            let store = store.clone();
+            async move {
+                let row = store.db.query_one_raw(Statement::from_string(store.backend(), sql)).await;
+                let row = row.unwrap().unwrap();
+                (row.try_get::<i64>("", "lo").unwrap(), row.try_get::<i64>("", "n").unwrap())
+            }
+        };
+        assert_eq!(seqs("event_resources").await, (1, 8), "indexed up to 8 (every 4 in tests)");
+        assert_eq!(store.prune_events(i64::MAX, 5).await.unwrap(), 5);
+        assert_eq!(seqs("events").await, (6, 5));
+        assert_eq!(seqs("event_resources").await, (6, 3));
+        let kept = store.events("", &[Channel::Task("a".into())], 0, 100).await.unwrap();
+        assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7, 8, 9, 10]);
+        assert_eq!(store.prune_events(i64::MAX, 100).await.unwrap(), 5);
+        assert_eq!(seqs("event_resources").await, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn sqlite_pruning_prunes_the_resource_index() {
+        let (store, _dir) = store().await;
+        pruning_prunes_the_resource_index(store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_pruning_prunes_the_resource_index() {
+        let Some(store) = pg_store("postgres_pruning_prunes_the_resource_index").await else { return };
+        pruning_prunes_the_resource_index(store).await;
     }
 }

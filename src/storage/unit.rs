@@ -812,8 +812,11 @@ impl UnitOfWork {
         write_many::<execution::Entity, _>(backend, &mut statements, executions, Write::Upsert)?;
         let approvals = self.approvals.rows(approval_to_row);
         write_many::<approval::Entity, _>(backend, &mut statements, approvals, Write::Upsert)?;
-        let events = (events.iter().map(event_to_row).collect(), Vec::new());
-        write_many::<event::Entity, _>(backend, &mut statements, events, Write::Insert)?;
+        let rows = (events.iter().map(event_to_row).collect(), Vec::new());
+        write_many::<event::Entity, _>(backend, &mut statements, rows, Write::Insert)?;
+        if let Some(sql) = super::pages::index_resources(events) {
+            statements.push((sql.to_string(), Vec::new()));
+        }
         if backend == sea_orm::DbBackend::Sqlite && statements.len() > 1 {
             // sqlx runs a text of several statements in order, binding the
             // values to each in turn.
