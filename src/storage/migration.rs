@@ -1,5 +1,6 @@
 //! Schema migrations, applied at start-up. Plain SQL that SQLite and
-//! PostgreSQL both accept, so the two backends evolve together.
+//! PostgreSQL both accept, so the two backends evolve together; where a type
+//! must differ (m0009's rowid), the migration names both.
 
 use sea_orm::{ConnectionTrait, Statement};
 use sea_orm_migration::prelude::*;
@@ -416,6 +417,33 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(key.try_get::<i64>("", "n").unwrap(), 1);
+    }
+
+    /// m0009 failing at its last step (here the index it drops is gone)
+    /// leaves m0008's schema: its new table is not left behind to make the
+    /// next start fail at `CREATE TABLE`.
+    #[tokio::test]
+    async fn a_trailing_index_migration_that_fails_can_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
+        let db = Database::connect(&url).await.unwrap();
+        Migrator::up(&db, Some(8)).await.unwrap();
+        db.execute_unprepared("DROP INDEX events_by_resource_key").await.unwrap();
+        let failed = Migrator::up(&db, None).await.unwrap_err();
+        assert!(failed.to_string().contains("events_by_resource_key"), "{failed}");
+        db.execute_unprepared("CREATE INDEX events_by_resource_key ON events (resource_key, seq)")
+            .await
+            .unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let tables = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'event_resources'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tables.try_get::<i64>("", "n").unwrap(), 1);
     }
 
     #[tokio::test]
