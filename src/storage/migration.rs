@@ -1,6 +1,11 @@
 //! Schema migrations, applied at start-up. Plain SQL that SQLite and
 //! PostgreSQL both accept, so the two backends evolve together; where a type
 //! must differ (m0009's rowid), the migration names both.
+//!
+//! Every migration runs in one transaction, on SQLite too (the migrator's
+//! default there is none): one that stops halfway, at a crash or an error,
+//! leaves the schema before it, and the next start runs it again instead of
+//! failing on a table it already made.
 
 use sea_orm::{ConnectionTrait, Statement};
 use sea_orm_migration::prelude::*;
@@ -67,6 +72,10 @@ const M0001: &[&str] = &[
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Core {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0001).await
     }
@@ -101,6 +110,10 @@ const M0002: &[&str] = &[
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0002Hitl {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0002).await
     }
@@ -120,6 +133,10 @@ const M0003: &[&str] = &["CREATE TABLE nodes (id TEXT PRIMARY KEY, last_seen BIG
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0003Nodes {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0003).await
     }
@@ -139,6 +156,10 @@ const M0004: &[&str] = &["DROP TABLE task_progress_log"];
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0004ProgressFromLog {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0004).await
     }
@@ -158,6 +179,10 @@ const M0005: &[&str] = &["ALTER TABLE executions ADD COLUMN executor_subject TEX
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0005ExecutorSubject {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0005).await
     }
@@ -188,6 +213,10 @@ const M0006: &[&str] = &["CREATE TABLE agui_runs (
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0006AguiRuns {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0006).await
     }
@@ -215,6 +244,10 @@ const M0007: &[&str] = &[
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0007IdempotencyKeys {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0007).await
     }
@@ -417,6 +450,30 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(key.try_get::<i64>("", "n").unwrap(), 1);
+    }
+
+    /// A first start that fails inside m0001 (here at its topic index, whose
+    /// name is taken) leaves no table of it behind, so the next start makes
+    /// the schema once the cause is gone.
+    #[tokio::test]
+    async fn a_first_migration_that_fails_can_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
+        let db = Database::connect(&url).await.unwrap();
+        db.execute_unprepared("CREATE TABLE x (a); CREATE INDEX events_by_topic ON x (a)").await.unwrap();
+        let failed = Migrator::up(&db, None).await.unwrap_err();
+        assert!(failed.to_string().contains("events_by_topic"), "{failed}");
+        db.execute_unprepared("DROP TABLE x").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let applied = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT count(*) AS n FROM seaql_migrations",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(applied.try_get::<i64>("", "n").unwrap(), Migrator::migrations().len() as i64);
     }
 
     /// m0009 failing at its last step (here the index it drops is gone)
