@@ -16,16 +16,45 @@ pub struct Migrator;
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
-            Box::new(M0001Core),
-            Box::new(M0002Hitl),
-            Box::new(M0003Nodes),
-            Box::new(M0004ProgressFromLog),
-            Box::new(M0005ExecutorSubject),
-            Box::new(M0006AguiRuns),
-            Box::new(M0007IdempotencyKeys),
-            Box::new(M0008ResourceKey),
-            Box::new(M0009TrailingResourceIndex),
+            in_transaction(M0001Core),
+            in_transaction(M0002Hitl),
+            in_transaction(M0003Nodes),
+            in_transaction(M0004ProgressFromLog),
+            in_transaction(M0005ExecutorSubject),
+            in_transaction(M0006AguiRuns),
+            in_transaction(M0007IdempotencyKeys),
+            in_transaction(M0008ResourceKey),
+            in_transaction(M0009TrailingResourceIndex),
         ]
+    }
+}
+
+/// `migration`, run in one transaction on every backend (see the module's
+/// doc): one wrapper, so that no migration can be added without it.
+fn in_transaction(migration: impl MigrationTrait + 'static) -> Box<dyn MigrationTrait> {
+    Box::new(InTransaction(migration))
+}
+
+struct InTransaction<M>(M);
+
+impl<M: MigrationName> MigrationName for InTransaction<M> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+#[async_trait::async_trait]
+impl<M: MigrationTrait> MigrationTrait for InTransaction<M> {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        self.0.up(manager).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        self.0.down(manager).await
+    }
+
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
     }
 }
 
@@ -72,10 +101,6 @@ const M0001: &[&str] = &[
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Core {
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0001).await
     }
@@ -110,10 +135,6 @@ const M0002: &[&str] = &[
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0002Hitl {
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0002).await
     }
@@ -133,10 +154,6 @@ const M0003: &[&str] = &["CREATE TABLE nodes (id TEXT PRIMARY KEY, last_seen BIG
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0003Nodes {
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0003).await
     }
@@ -156,10 +173,6 @@ const M0004: &[&str] = &["DROP TABLE task_progress_log"];
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0004ProgressFromLog {
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0004).await
     }
@@ -179,10 +192,6 @@ const M0005: &[&str] = &["ALTER TABLE executions ADD COLUMN executor_subject TEX
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0005ExecutorSubject {
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0005).await
     }
@@ -213,10 +222,6 @@ const M0006: &[&str] = &["CREATE TABLE agui_runs (
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0006AguiRuns {
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0006).await
     }
@@ -244,10 +249,6 @@ const M0007: &[&str] = &[
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0007IdempotencyKeys {
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         apply(manager, M0007).await
     }
@@ -268,14 +269,6 @@ impl MigrationName for M0008ResourceKey {
 /// index, before it goes.
 #[async_trait::async_trait]
 impl MigrationTrait for M0008ResourceKey {
-    /// In one transaction on SQLite too (the migrator's default there is
-    /// none): a start that stops halfway, with the column added and the
-    /// index not, would otherwise leave a database the next start cannot
-    /// migrate ("duplicate column").
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         let backend = manager.get_database_backend();
@@ -319,10 +312,6 @@ impl MigrationName for M0009TrailingResourceIndex {
 /// Its seq is SQLite's rowid there (`INTEGER`), a `BIGINT` on PostgreSQL.
 #[async_trait::async_trait]
 impl MigrationTrait for M0009TrailingResourceIndex {
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let seq = match manager.get_database_backend() {
             sea_orm::DbBackend::Postgres => "BIGINT",
@@ -345,7 +334,7 @@ impl MigrationTrait for M0009TrailingResourceIndex {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
     use sea_orm_migration::MigratorTrait;
 
     use super::Migrator;
@@ -432,24 +421,15 @@ mod tests {
     /// m0007's schema, so the next start migrates once the cause is gone.
     #[tokio::test]
     async fn a_resource_key_migration_that_fails_can_run_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
-        let db = Database::connect(&url).await.unwrap();
-        Migrator::up(&db, Some(7)).await.unwrap();
-        db.execute_unprepared("CREATE INDEX events_by_resource_key ON events (seq)").await.unwrap();
-        let failed = Migrator::up(&db, None).await.unwrap_err();
-        assert!(failed.to_string().contains("events_by_resource_key"), "{failed}");
-        db.execute_unprepared("DROP INDEX events_by_resource_key").await.unwrap();
-        Migrator::up(&db, None).await.unwrap();
-        let key = db
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT count(*) AS n FROM pragma_table_info('events') WHERE name = 'resource_key'",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(key.try_get::<i64>("", "n").unwrap(), 1);
+        let (db, _dir) = fails_then_runs_again(
+            Some(7),
+            "CREATE INDEX events_by_resource_key ON events (seq)",
+            "events_by_resource_key",
+            "DROP INDEX events_by_resource_key",
+        )
+        .await;
+        let sql = "SELECT count(*) AS n FROM pragma_table_info('events') WHERE name = 'resource_key'";
+        assert_eq!(count(&db, sql).await, 1);
     }
 
     /// A first start that fails inside m0001 (here at its topic index, whose
@@ -457,23 +437,15 @@ mod tests {
     /// the schema once the cause is gone.
     #[tokio::test]
     async fn a_first_migration_that_fails_can_run_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
-        let db = Database::connect(&url).await.unwrap();
-        db.execute_unprepared("CREATE TABLE x (a); CREATE INDEX events_by_topic ON x (a)").await.unwrap();
-        let failed = Migrator::up(&db, None).await.unwrap_err();
-        assert!(failed.to_string().contains("events_by_topic"), "{failed}");
-        db.execute_unprepared("DROP TABLE x").await.unwrap();
-        Migrator::up(&db, None).await.unwrap();
-        let applied = db
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT count(*) AS n FROM seaql_migrations",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(applied.try_get::<i64>("", "n").unwrap(), Migrator::migrations().len() as i64);
+        let (db, _dir) = fails_then_runs_again(
+            None,
+            "CREATE TABLE x (a); CREATE INDEX events_by_topic ON x (a)",
+            "events_by_topic",
+            "DROP TABLE x",
+        )
+        .await;
+        let applied = count(&db, "SELECT count(*) AS n FROM seaql_migrations").await;
+        assert_eq!(applied, Migrator::migrations().len() as i64);
     }
 
     /// m0009 failing at its last step (here the index it drops is gone)
@@ -481,26 +453,46 @@ mod tests {
     /// next start fail at `CREATE TABLE`.
     #[tokio::test]
     async fn a_trailing_index_migration_that_fails_can_run_again() {
+        let (db, _dir) = fails_then_runs_again(
+            Some(8),
+            "DROP INDEX events_by_resource_key",
+            "events_by_resource_key",
+            "CREATE INDEX events_by_resource_key ON events (resource_key, seq)",
+        )
+        .await;
+        let sql = "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'event_resources'";
+        assert_eq!(count(&db, sql).await, 1);
+    }
+
+    /// A new SQLite database migrated up to `from` (none: not at all), then
+    /// broken by `break_it`, so that the next migration fails with an error
+    /// naming `named`; mended by `mend`, it must migrate to the end, which it
+    /// cannot if the failed migration left part of its work behind. Returns
+    /// the database and the directory that holds it.
+    async fn fails_then_runs_again(
+        from: Option<u32>,
+        break_it: &str,
+        named: &str,
+        mend: &str,
+    ) -> (DatabaseConnection, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
         let db = Database::connect(&url).await.unwrap();
-        Migrator::up(&db, Some(8)).await.unwrap();
-        db.execute_unprepared("DROP INDEX events_by_resource_key").await.unwrap();
+        if from.is_some() {
+            Migrator::up(&db, from).await.unwrap();
+        }
+        db.execute_unprepared(break_it).await.unwrap();
         let failed = Migrator::up(&db, None).await.unwrap_err();
-        assert!(failed.to_string().contains("events_by_resource_key"), "{failed}");
-        db.execute_unprepared("CREATE INDEX events_by_resource_key ON events (resource_key, seq)")
-            .await
-            .unwrap();
+        assert!(failed.to_string().contains(named), "{failed}");
+        db.execute_unprepared(mend).await.unwrap();
         Migrator::up(&db, None).await.unwrap();
-        let tables = db
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'event_resources'",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(tables.try_get::<i64>("", "n").unwrap(), 1);
+        (db, dir)
+    }
+
+    /// The `n` column of `sql`'s one row.
+    async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+        let row = db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql)).await.unwrap().unwrap();
+        row.try_get("", "n").unwrap()
     }
 
     #[tokio::test]

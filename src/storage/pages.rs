@@ -193,8 +193,8 @@ fn page_statement(
         values.extend(resources.iter().map(|r| Value::from(r.as_str())));
         values.push(limit.clone());
         let parts = parts
-            .iter()
-            .map(|p| p.to_string())
+            .into_iter()
+            .map(String::from)
             .chain([tail])
             .enumerate()
             .map(|(i, p)| format!("SELECT seq FROM ({p}) AS part{i}"))
